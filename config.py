@@ -1,0 +1,196 @@
+"""LadaGAN hyper-parameters: the defaults, the named presets, and their validation.
+
+Edit `DEFAULTS` or a preset here; `train.py --preset NAME` picks a preset and
+`--key=value` flags override single keys. The key names are those of the authors'
+`config.json` files, so their released configs load unchanged.
+
+`DEFAULTS` equals the authors' default config (CelebA 64). Keys that the authors'
+code does not have are marked "ours" below.
+"""
+import copy
+import math
+
+DEFAULTS = {
+    'img_size': 64,
+    'batch_size': 128,
+    # generator
+    'g_lr': 2e-4,
+    'g_beta1': 0.5,
+    'g_beta2': 0.99,
+    'noise_dim': 128,
+    'g_initializer': 'orthogonal',  # ignored by the authors' code (always orthogonal); kept for their configs
+    'g_dim': [1024, 256, 64],        # token widths at 8x8, 16x16 and 32x32
+    'g_heads': [4, 4, 4],
+    'g_mlp': [512, 512, 512],
+    # discriminator
+    'd_initializer': 'orthogonal',
+    'd_enc_dim': [64, 128, 256],     # one entry per resolution from img_size down to 16x16
+    'd_out_dim': [512, 1024],
+    'd_heads': 4,
+    'd_mlp': 512,
+    'd_lr': 2e-4,
+    'd_beta1': 0.5,
+    'd_beta2': 0.99,
+    # losses and regularisation
+    'gp_weight': 1e-4,               # R1 weight (no 1/2 factor)
+    'policy': 'color,translation',   # DiffAugment ops
+    'fid_batch_size': 50,
+    'gen_batch_size': 50,
+    'loss': 'nsl',                   # 'nsl' (non-saturating logistic) or 'hinge'
+    'ema_decay': 0.999,
+    'bcr': False,
+    'cr_weight': 0.1,
+    'dec_dim': False,                # False: patch generation; list of widths: conv decoder
+    'n_fid_real': 2500,
+    'n_fid_gen': 2500,               # unused by the authors' code (n_fid_real is used for both)
+    'plot_size': 5.2,
+    'test_seed': 77,
+    # ours
+    'ema_init': 'copy',              # 'copy': EMA starts as G's weights; 'random': authors' fresh init
+    'antialias': False,              # antialias when resizing training images (authors: False)
+}
+
+# Keys added by this project: the authors' config.json files do not have them, and
+# they take their default values when such a file is loaded.
+OUR_KEYS = ('ema_init', 'antialias')
+
+_FFHQ_128 = {
+    'img_size': 128,
+    'batch_size': 64,
+    'g_dim': [1024, 512, 256],
+    'dec_dim': [128, 64],
+    'd_enc_dim': [32, 64, 128, 256],
+    'bcr': True,
+    'policy': 'color,translation,cutout',
+}
+
+PRESETS = {
+    'cifar10': {'img_size': 32, 'd_enc_dim': [128, 256]},
+    'celeba_64': {},
+    'ffhq_128': _FFHQ_128,
+    # The authors' Bedroom config is not public; its size on the Hub matches the FFHQ config.
+    'bedroom_128': dict(_FFHQ_128),
+    # Small 32x32 model that trains at a useful speed on a laptop CPU.
+    'tiny': {
+        'img_size': 32,
+        'batch_size': 32,
+        'noise_dim': 64,
+        'g_dim': [256, 128, 32],
+        'g_heads': [2, 2, 2],
+        'g_mlp': [256, 256, 128],
+        'd_enc_dim': [32, 64],
+        'd_out_dim': [128, 256],
+        'd_heads': 2,
+        'd_mlp': 128,
+        'n_fid_real': 1000,
+        'n_fid_gen': 1000,
+    },
+}
+
+SUPPORTED_SIZES = (32, 64, 128, 256)
+D_STAGES = {32: 2, 64: 3, 128: 4, 256: 5}  # len(d_enc_dim): the encoder always ends at 16x16
+LOSSES = ('nsl', 'hinge')
+POLICY_OPS = ('color', 'translation', 'cutout')
+EMA_INITS = ('copy', 'random')
+
+
+class ConfigError(ValueError):
+    """An impossible or unknown configuration value; the message names the key."""
+
+
+def get_config(preset=None, **overrides):
+    """Returns a validated config dict: DEFAULTS, then the preset, then overrides."""
+    config = copy.deepcopy(DEFAULTS)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(
+                f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+        config.update(copy.deepcopy(PRESETS[preset]))
+    config.update(overrides)
+    return validate(config)
+
+
+def from_saved(saved):
+    """Config from a saved config.json dict (the authors' or ours), validated."""
+    return validate({**copy.deepcopy(DEFAULTS), **saved})
+
+
+def validate(config):
+    """Checks every key of `config` and returns it; raises ConfigError otherwise."""
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {unknown}; valid keys: {', '.join(DEFAULTS)}")
+    c = config
+    _check(c['img_size'] in SUPPORTED_SIZES, 'img_size', c['img_size'],
+           f"one of {list(SUPPORTED_SIZES)}")
+    for key in ('batch_size', 'noise_dim', 'd_heads', 'd_mlp', 'fid_batch_size',
+                'gen_batch_size', 'n_fid_real', 'n_fid_gen'):
+        _check(_is_int(c[key]) and c[key] >= 1, key, c[key], 'a positive integer')
+    for key in ('g_dim', 'g_heads', 'g_mlp'):
+        _check(_is_int_list(c[key], 3), key, c[key], 'a list of 3 positive integers')
+    n_stages = D_STAGES[c['img_size']]
+    _check(_is_int_list(c['d_enc_dim'], n_stages), 'd_enc_dim', c['d_enc_dim'],
+           f"a list of {n_stages} positive integers for img_size {c['img_size']}")
+    _check(_is_int_list(c['d_out_dim'], 2), 'd_out_dim', c['d_out_dim'],
+           'a list of 2 positive integers')
+    for i, (dim, heads) in enumerate(zip(c['g_dim'], c['g_heads'])):
+        _check(dim % heads == 0, f'g_dim[{i}]', dim,
+               f"a multiple of g_heads[{i}] = {heads}")
+    for i in (0, 1):  # pixel shuffle x2 into the next stage
+        _check(c['g_dim'][i] % 4 == 0, f'g_dim[{i}]', c['g_dim'][i], 'a multiple of 4')
+    _check(c['d_enc_dim'][-1] % c['d_heads'] == 0, 'd_enc_dim[-1]', c['d_enc_dim'][-1],
+           f"a multiple of d_heads = {c['d_heads']}")
+    _validate_output_head(c)
+    _check(c['loss'] in LOSSES, 'loss', c['loss'], f"one of {list(LOSSES)}")
+    _check(isinstance(c['policy'], str) and all(
+        op in POLICY_OPS for op in policy_ops(c['policy'])), 'policy', c['policy'],
+        f"a comma-separated subset of {list(POLICY_OPS)} (or '')")
+    for key in ('g_lr', 'd_lr'):
+        _check(_is_number(c[key]) and c[key] > 0, key, c[key], 'a positive number')
+    for key in ('g_beta1', 'g_beta2', 'd_beta1', 'd_beta2'):
+        _check(_is_number(c[key]) and 0 <= c[key] < 1, key, c[key], 'a number in [0, 1)')
+    for key in ('gp_weight', 'cr_weight'):
+        _check(_is_number(c[key]) and c[key] >= 0, key, c[key], 'a number >= 0')
+    _check(_is_number(c['ema_decay']) and 0 <= c['ema_decay'] <= 1, 'ema_decay',
+           c['ema_decay'], 'a number in [0, 1]')
+    for key in ('bcr', 'antialias'):
+        _check(isinstance(c[key], bool), key, c[key], 'true or false')
+    _check(c['ema_init'] in EMA_INITS, 'ema_init', c['ema_init'], f"one of {list(EMA_INITS)}")
+    return config
+
+
+def _validate_output_head(c):
+    upscale = c['img_size'] // 32
+    if c['dec_dim'] is False:
+        _check(c['g_dim'][2] % (upscale * upscale) == 0, 'g_dim[2]', c['g_dim'][2],
+               f"a multiple of {upscale * upscale} for patch generation at img_size "
+               f"{c['img_size']} (or set dec_dim to use the conv decoder)")
+    else:
+        n_up = int(math.log2(upscale))
+        _check(_is_int_list(c['dec_dim'], n_up) if n_up else c['dec_dim'] in ([], False),
+               'dec_dim', c['dec_dim'],
+               f"false (patch generation) or a list of {n_up} positive integers "
+               f"(one per x2 upsampling from 32 to {c['img_size']})")
+
+
+def policy_ops(policy):
+    return [op.strip() for op in policy.split(',') if op.strip()]
+
+
+def _check(ok, key, value, allowed):
+    if not ok:
+        raise ConfigError(f"invalid config value {key}={value!r}: must be {allowed}")
+
+
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_int_list(x, length):
+    return (isinstance(x, (list, tuple)) and len(x) == length
+            and all(_is_int(v) and v >= 1 for v in x))

@@ -1,0 +1,208 @@
+"""LadaGAN generator and discriminator (Keras 3, TensorFlow backend).
+
+    g = Generator(img_size=64, model_dim=[1024, 256, 64], ...)
+    images, (attn_8, attn_16, attn_32) = g(z, training=False)   # images unbounded, ~[-1, 1]
+    logits = Discriminator(img_size=64, ...)(images, training=True)  # (B, 25)
+
+`build_generator(config)` / `build_discriminator(config)` make built models from a
+config dict (config.py). Attribute names follow the authors' checkpoints.
+"""
+import keras
+import tensorflow as tf
+from keras import layers
+
+from ladaformer import KERNEL_INIT, Ladaformer, PositionalEmbedding, SMLadaformer
+
+
+def _conv(filters, kernel_size, **kwargs):
+    return layers.Conv2D(filters, kernel_size, padding=kwargs.pop('padding', 'same'),
+                         kernel_initializer=KERNEL_INIT, **kwargs)
+
+
+def _tokens_to_grid(x, side):
+    return tf.reshape(x, [tf.shape(x)[0], side, side, x.shape[-1]])
+
+
+def _grid_to_tokens(x):
+    return tf.reshape(x, [tf.shape(x)[0], x.shape[1] * x.shape[2], x.shape[3]])
+
+
+@keras.saving.register_keras_serializable(package='LadaGAN')
+class Generator(keras.Model):
+    """z (B, noise_dim) -> (images (B, S, S, 3), [attn_8, attn_16, attn_32]).
+
+    Tokens go 8x8 -> 16x16 -> 32x32 through SMLadaformer blocks joined by pixel shuffle
+    and a linear 3x3 conv. Above 32x32 the image comes from a final pixel shuffle
+    (patch generation, `dec_dim=False`) or a conv decoder (`dec_dim=[c1, ...]`).
+    The output is linear (no tanh), as in the released models.
+    """
+
+    def __init__(self, img_size=64, model_dim=(1024, 256, 64), heads=(4, 4, 4),
+                 mlp_dim=(512, 512, 512), dec_dim=False, noise_dim=128, **kwargs):
+        super().__init__(**kwargs)
+        self.img_size = img_size
+        self.model_dim = list(model_dim)
+        self.heads = list(heads)
+        self.mlp_dim = list(mlp_dim)
+        self.dec_dim = list(dec_dim) if dec_dim else False
+        self.noise_dim = noise_dim
+        d0, d1, d2 = self.model_dim
+        # Creation order = the authors' weight order, which their optimizer slots follow.
+        self.init = keras.Sequential([layers.Dense(64 * d0, use_bias=False,
+                                                   kernel_initializer=KERNEL_INIT)])
+        self.pos_emb_8 = PositionalEmbedding(64, d0)
+        self.block_8 = SMLadaformer(d0, heads[0], mlp_dim[0])
+        self.conv_8 = _conv(d1, 3)
+        self.pos_emb_16 = PositionalEmbedding(256, d1)
+        self.block_16 = SMLadaformer(d1, heads[1], mlp_dim[1])
+        self.conv_16 = _conv(d2, 3)
+        self.pos_emb_32 = PositionalEmbedding(1024, d2)
+        self.block_32 = SMLadaformer(d2, heads[2], mlp_dim[2])
+        if self.dec_dim:
+            self.dec = keras.Sequential()
+            for width in self.dec_dim:
+                self.dec.add(layers.UpSampling2D(2, interpolation='nearest'))
+                self.dec.add(_conv(width, 3))
+                self.dec.add(layers.BatchNormalization())
+                self.dec.add(layers.LeakyReLU(0.2))
+        self.patch_size = 1 if self.dec_dim else img_size // 32
+        self.ch_conv = _conv(3, 3)
+        self.build((None, noise_dim))
+
+    def build(self, z_shape):
+        d0, d1, d2 = self.model_dim
+        self.init.build(z_shape)
+        for side, dim, pos, block in ((8, d0, self.pos_emb_8, self.block_8),
+                                      (16, d1, self.pos_emb_16, self.block_16),
+                                      (32, d2, self.pos_emb_32, self.block_32)):
+            pos.build((None, side * side, dim))
+            block.build((None, side * side, dim), z_shape)
+        self.conv_8.build((None, 16, 16, d0 // 4))
+        self.conv_16.build((None, 32, 32, d1 // 4))
+        channels = d2 // self.patch_size ** 2
+        if self.dec_dim:
+            self.dec.build((None, 32, 32, d2))
+            channels = self.dec_dim[-1]
+        self.ch_conv.build((None, self.img_size, self.img_size, channels))
+        self.built = True
+
+    def call(self, z, training=False):
+        x = tf.reshape(self.init(z), [-1, 64, self.model_dim[0]])
+        x, attn_8 = self.block_8(self.pos_emb_8(x), z)
+        x = self._upsample_tokens(x, 8, self.conv_8)
+        x, attn_16 = self.block_16(self.pos_emb_16(x), z)
+        x = self._upsample_tokens(x, 16, self.conv_16)
+        x, attn_32 = self.block_32(self.pos_emb_32(x), z)
+        x = _tokens_to_grid(x, 32)
+        if self.dec_dim:
+            x = self.dec(x, training=training)
+        elif self.patch_size > 1:
+            x = tf.nn.depth_to_space(x, self.patch_size)
+        return self.ch_conv(x), [attn_8, attn_16, attn_32]
+
+    @staticmethod
+    def _upsample_tokens(x, side, conv):
+        """(B, side^2, C) -> pixel shuffle -> (2side)^2 grid -> conv -> (B, 4 side^2, C')."""
+        x = tf.nn.depth_to_space(_tokens_to_grid(x, side), 2)
+        return _grid_to_tokens(conv(x))
+
+    def get_config(self):
+        return {'img_size': self.img_size, 'model_dim': self.model_dim, 'heads': self.heads,
+                'mlp_dim': self.mlp_dim, 'dec_dim': self.dec_dim,
+                'noise_dim': self.noise_dim, 'name': self.name}
+
+
+@keras.saving.register_keras_serializable(package='LadaGAN')
+class DownBlock(keras.layers.Layer):
+    """FastGAN-style down block: (strided conv path + avgpool/1x1 path) / 2, halves H, W."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.main = keras.Sequential([
+            _conv(filters, 3, strides=2, use_bias=False), layers.BatchNormalization(),
+            layers.LeakyReLU(0.2),
+            _conv(filters, 3, use_bias=False), layers.BatchNormalization(),
+            layers.LeakyReLU(0.2)])
+        self.direct = keras.Sequential([
+            layers.AveragePooling2D(2),
+            _conv(filters, 1, use_bias=False), layers.BatchNormalization(),
+            layers.LeakyReLU(0.2)])
+
+    def build(self, x_shape):
+        self.main.build(x_shape)
+        self.direct.build(x_shape)
+
+    def call(self, x, training=False):
+        return (self.main(x, training=training) + self.direct(x, training=training)) / 2
+
+    def get_config(self):
+        return {**super().get_config(), 'filters': self.filters}
+
+
+@keras.saving.register_keras_serializable(package='LadaGAN')
+class Discriminator(keras.Model):
+    """images (B, S, S, 3) in [-1, 1] -> (B, 25) float32 logits (a 5x5 patch map).
+
+    Conv stem and down blocks to 16x16, one Ladaformer over the 256 tokens, then
+    space-to-depth to 8x8 and a conv head ending in a 4x4 valid conv.
+    """
+
+    def __init__(self, img_size=64, enc_dim=(64, 128, 256), out_dim=(512, 1024),
+                 mlp_dim=512, heads=4, **kwargs):
+        super().__init__(**kwargs)
+        self.img_size = img_size
+        self.enc_dim = list(enc_dim)
+        self.out_dim = list(out_dim)
+        self.mlp_dim = mlp_dim
+        self.heads = heads
+        if img_size >> (len(enc_dim) - 1) != 16:
+            raise ValueError(f'enc_dim needs {img_size.bit_length() - 4} entries for '
+                             f'img_size {img_size}, got {len(enc_dim)}')
+        self.inp_conv = keras.Sequential([_conv(enc_dim[0], 3, use_bias=False),
+                                          layers.LeakyReLU(0.2)])
+        self.encoder = [DownBlock(width) for width in enc_dim[1:]]
+        self.pos_emb_8 = PositionalEmbedding(256, enc_dim[-1])  # 16x16 tokens, authors' name
+        self.block_8 = Ladaformer(enc_dim[-1], heads, mlp_dim)
+        self.conv_4 = _conv(out_dim[0], 3)
+        self.down_4 = keras.Sequential([
+            _conv(out_dim[1], 1, use_bias=False, padding='valid'), layers.LeakyReLU(0.2),
+            _conv(1, 4, use_bias=False, padding='valid')])
+        self.build((None, img_size, img_size, 3))
+
+    def build(self, x_shape):
+        self.inp_conv.build(x_shape)
+        size, channels = self.img_size, self.enc_dim[0]
+        for block, width in zip(self.encoder, self.enc_dim[1:]):
+            block.build((None, size, size, channels))
+            size, channels = size // 2, width
+        self.pos_emb_8.build((None, 256, channels))
+        self.block_8.build((None, 256, channels))
+        self.conv_4.build((None, 8, 8, 4 * channels))
+        self.down_4.build((None, 8, 8, self.out_dim[0]))
+        self.built = True
+
+    def call(self, images, training=False):
+        x = self.inp_conv(images)
+        for block in self.encoder:
+            x = block(x, training=training)
+        x, _ = self.block_8(self.pos_emb_8(_grid_to_tokens(x)))
+        x = tf.nn.space_to_depth(_tokens_to_grid(x, 16), 2)
+        x = self.down_4(self.conv_4(x))
+        return tf.cast(tf.reshape(x, [-1, 25]), tf.float32)
+
+    def get_config(self):
+        return {'img_size': self.img_size, 'enc_dim': self.enc_dim, 'out_dim': self.out_dim,
+                'mlp_dim': self.mlp_dim, 'heads': self.heads, 'name': self.name}
+
+
+def build_generator(config, name='generator'):
+    return Generator(img_size=config['img_size'], model_dim=config['g_dim'],
+                     heads=config['g_heads'], mlp_dim=config['g_mlp'],
+                     dec_dim=config['dec_dim'], noise_dim=config['noise_dim'], name=name)
+
+
+def build_discriminator(config, name='discriminator'):
+    return Discriminator(img_size=config['img_size'], enc_dim=config['d_enc_dim'],
+                         out_dim=config['d_out_dim'], mlp_dim=config['d_mlp'],
+                         heads=config['d_heads'], name=name)
