@@ -153,6 +153,8 @@ def newest_checkpoint_in(directory):
 def load_config(model_dir):
     """The validated config of model_dir/config.json (the authors' or ours)."""
     import config as config_lib
+    if not os.path.isdir(model_dir):
+        raise CheckpointError(f'model directory {model_dir} does not exist')
     path = os.path.join(model_dir, CONFIG_FILE)
     if not os.path.isfile(path):
         raise CheckpointError(f'{path} not found: a model directory needs its config.json')
@@ -191,3 +193,42 @@ def load_discriminator(model_dir, checkpoint_path=None):
     discriminator = model_lib.build_discriminator(conf)
     restore_checkpoint(checkpoint_path, discriminator=checkpoint_variables(discriminator))
     return discriminator
+
+
+# ---------------------------------------------------------------------------------------
+# Model statistics
+# ---------------------------------------------------------------------------------------
+
+def count_parameters(model):
+    """(trainable, non_trainable) parameter counts."""
+    count = lambda weights: int(sum(np.prod(w.shape) for w in weights))
+    return count(model.trainable_weights), count(model.non_trainable_weights)
+
+
+def count_macs(model, input_shape):
+    """Multiply-accumulates of one forward pass on one sample, read off the traced graph.
+
+    Counts the matrix products and convolutions (MatMul, BatchMatMul, Einsum, Conv2D),
+    the way the LadaGAN README's "FLOPs" are counted; element-wise ops are not counted.
+    """
+    spec = tf.TensorSpec([1, *input_shape], tf.float32)
+    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
+    return sum(_op_macs(op) for op in graph.get_operations())
+
+
+def _op_macs(op):
+    if op.type in ('MatMul', 'BatchMatMulV2', 'BatchMatMulV3', 'BatchMatMul'):
+        a = op.inputs[0].shape.as_list()
+        adjoint = op.get_attr('transpose_a' if op.type == 'MatMul' else 'adj_x')
+        inner = a[-2] if adjoint else a[-1]
+        return int(np.prod(op.outputs[0].shape.as_list())) * inner
+    if op.type == 'Conv2D':
+        kh, kw, cin, _ = op.inputs[1].shape.as_list()
+        return int(np.prod(op.outputs[0].shape.as_list())) * kh * kw * cin
+    if op.type == 'Einsum':
+        inputs, _ = op.get_attr('equation').decode().split('->')
+        sizes = {}
+        for letters, tensor in zip(inputs.split(','), op.inputs):
+            sizes.update(zip(letters, tensor.shape.as_list()))
+        return int(np.prod(list(sizes.values())))
+    return 0

@@ -1,0 +1,187 @@
+"""One LadaGAN training step (XLA-compiled): losses, R1, DiffAugment, bCR and the EMA.
+
+    gan = LadaGAN(config)                       # builds G, EMA G, D and both Adams
+    metrics = gan.train_step(images)            # one D update then one G update
+    metrics = gan.train_step(images, noise_d=z1, noise_g=z2, augment=False)  # replayable
+
+The step follows the authors' order exactly (SPEC §5). train.py runs the loop around it.
+"""
+import keras
+import tensorflow as tf
+
+import config as config_lib
+import diffaug
+import model as model_lib
+import utils
+
+METRIC_NAMES = ('g_loss', 'd_loss', 'gp', 'd_total', 'real_acc', 'fake_acc', 'cr')
+
+
+# --- losses -------------------------------------------------------------------------------
+# Means run over the batch and the 25 patch logits of each image.
+
+def nsl_d_loss(real_logits, fake_logits):
+    return tf.reduce_mean(tf.nn.softplus(-real_logits)) + tf.reduce_mean(
+        tf.nn.softplus(fake_logits))
+
+
+def nsl_g_loss(fake_logits):
+    return tf.reduce_mean(tf.nn.softplus(-fake_logits))
+
+
+def hinge_d_loss(real_logits, fake_logits):
+    return tf.reduce_mean(tf.nn.relu(1 - real_logits)) + tf.reduce_mean(
+        tf.nn.relu(1 + fake_logits))
+
+
+def hinge_g_loss(fake_logits):
+    return -tf.reduce_mean(fake_logits)
+
+
+LOSSES = {'nsl': (nsl_d_loss, nsl_g_loss), 'hinge': (hinge_d_loss, hinge_g_loss)}
+
+
+def r1_penalty(discriminator, images, gp_weight):
+    """(logits, gp_weight * mean_b sum_pixels (d sum_25 D(x) / dx)^2) with BN in training mode.
+
+    No 1/2 factor: the authors' weight 1e-4 is gamma/2 in StyleGAN's convention.
+    """
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        logits = discriminator(images, training=True)
+        summed = tf.reduce_sum(logits)
+    grads = tape.gradient(summed, images)
+    grads = tf.reshape(tf.cast(grads, tf.float32), [tf.shape(images)[0], -1])
+    return logits, gp_weight * tf.reduce_mean(tf.reduce_sum(tf.square(grads), axis=1))
+
+
+def consistency_loss(logits, augmented_logits):
+    """bCR term: mean squared difference over the 25 logits and the batch."""
+    return tf.reduce_mean(tf.square(logits - augmented_logits))
+
+
+def make_adam(lr, beta1, beta2):
+    return keras.optimizers.Adam(learning_rate=lr, beta_1=beta1, beta_2=beta2, epsilon=1e-7)
+
+
+class LadaGAN:
+    """Generator, EMA generator, discriminator, their optimizers and the train step.
+
+    Attributes: generator, ema_generator, discriminator, g_optimizer, d_optimizer,
+    n_images / fid / best_fid (tf.Variables saved with checkpoints), config.
+    """
+
+    def __init__(self, config):
+        self.config = config_lib.validate(dict(config))
+        c = self.config
+        self.generator = model_lib.build_generator(c, name='generator')
+        self.ema_generator = model_lib.build_generator(c, name='ema_generator')
+        if c['ema_init'] == 'copy':
+            # Fix of the authors' code, whose clone_model EMA starts from another random init.
+            for ema_weight, weight in zip(self.ema_generator.weights, self.generator.weights):
+                ema_weight.assign(weight)
+        self.discriminator = model_lib.build_discriminator(c)
+        self.g_optimizer = make_adam(c['g_lr'], c['g_beta1'], c['g_beta2'])
+        self.d_optimizer = make_adam(c['d_lr'], c['d_beta1'], c['d_beta2'])
+        self.g_optimizer.build(self.generator.trainable_weights)
+        self.d_optimizer.build(self.discriminator.trainable_weights)
+        self.d_loss_fn, self.g_loss_fn = LOSSES[c['loss']]
+        self.n_images = tf.Variable(0, dtype=tf.int32, trainable=False)
+        self.fid = tf.Variable(10000.0, dtype=tf.float32, trainable=False)
+        self.best_fid = tf.Variable(10000.0, dtype=tf.float32, trainable=False)
+        self.noise_rng = tf.random.Generator.from_non_deterministic_state()
+        self._compiled_steps = {}
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def checkpoint_objects(self):
+        """Objects for utils.make_checkpoint, under the authors' checkpoint names."""
+        return {
+            'g_optimizer': utils.optimizer_variables(self.g_optimizer, self.generator),
+            'd_optimizer': utils.optimizer_variables(self.d_optimizer, self.discriminator),
+            'generator': utils.checkpoint_variables(self.generator),
+            'ema_generator': utils.checkpoint_variables(self.ema_generator),
+            'discriminator': utils.checkpoint_variables(self.discriminator),
+            'n_images': self.n_images, 'fid': self.fid, 'best_fid': self.best_fid,
+        }
+
+    # --- training -------------------------------------------------------------------------
+    def sample_noise(self, batch_size):
+        return self.noise_rng.normal([batch_size, self.config['noise_dim']])
+
+    def train_step(self, images, noise_d=None, noise_g=None, augment=True):
+        """One D update then one G update and the EMA; returns the metrics as floats.
+
+        noise_d / noise_g: the z of the two updates (drawn fresh when None).
+        augment=False turns DiffAugment off (bCR consistency pairs included), which
+        with explicit noise makes the step deterministic and replayable.
+        """
+        images = tf.convert_to_tensor(images, tf.float32)
+        batch = images.shape[0]
+        noise_d = self.sample_noise(batch) if noise_d is None else noise_d
+        noise_g = self.sample_noise(batch) if noise_g is None else noise_g
+        step = self._compiled_step(bool(augment))
+        metrics = step(images, tf.convert_to_tensor(noise_d, tf.float32),
+                       tf.convert_to_tensor(noise_g, tf.float32))
+        return {name: float(value) for name, value in metrics.items()}
+
+    def _compiled_step(self, augment):
+        if augment not in self._compiled_steps:
+            self._compiled_steps[augment] = tf.function(
+                lambda x, zd, zg: self._step(x, zd, zg, augment), jit_compile=True)
+        return self._compiled_steps[augment]
+
+    def _augment(self, images, augment):
+        return diffaug.diff_augment(images, self.config['policy']) if augment else images
+
+    def _step(self, real_images, noise_d, noise_g, augment):
+        d_metrics = self._discriminator_step(real_images, noise_d, augment)
+        g_loss, fake_logits = self._generator_step(noise_g, augment)
+        self._update_ema()
+        # As the authors: fake_acc is the mean logit of the G step's fakes.
+        return {**d_metrics, 'g_loss': g_loss, 'fake_acc': tf.reduce_mean(fake_logits)}
+
+    def _discriminator_step(self, real_images, noise, augment):
+        c = self.config
+        fake_images, _ = self.generator(noise, training=True)
+        with tf.GradientTape() as tape:
+            if c['bcr']:
+                # Adversarial loss and R1 on clean images; augmentation only for bCR pairs.
+                fake_logits = self.discriminator(fake_images, training=True)
+                real_logits, gp = r1_penalty(self.discriminator, real_images, c['gp_weight'])
+                pairs = tf.stop_gradient(tf.concat(
+                    [self._augment(real_images, augment),
+                     self._augment(fake_images, augment)], axis=0))
+                real_aug_logits, fake_aug_logits = tf.split(
+                    self.discriminator(pairs, training=True), 2, axis=0)
+                cr = c['cr_weight'] * (consistency_loss(real_logits, real_aug_logits)
+                                       + consistency_loss(fake_logits, fake_aug_logits))
+            else:
+                fake_aug = self._augment(fake_images, augment)
+                real_aug = self._augment(real_images, augment)
+                fake_logits = self.discriminator(fake_aug, training=True)
+                real_logits, gp = r1_penalty(self.discriminator, real_aug, c['gp_weight'])
+                cr = tf.constant(0.0)
+            d_loss = self.d_loss_fn(real_logits, fake_logits)
+            d_total = d_loss + gp + cr
+        weights = self.discriminator.trainable_weights
+        self.d_optimizer.apply_gradients(zip(tape.gradient(d_total, weights), weights))
+        return {'d_loss': d_loss, 'gp': gp, 'd_total': d_total, 'cr': cr,
+                'real_acc': tf.reduce_mean(real_logits)}
+
+    def _generator_step(self, noise, augment):
+        with tf.GradientTape() as tape:
+            fake_images, _ = self.generator(noise, training=True)
+            if not self.config['bcr']:
+                fake_images = self._augment(fake_images, augment)
+            fake_logits = self.discriminator(fake_images, training=True)
+            g_loss = self.g_loss_fn(fake_logits)
+        weights = self.generator.trainable_weights
+        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights))
+        return g_loss, fake_logits
+
+    def _update_ema(self):
+        decay = self.config['ema_decay']
+        # All weights, BatchNorm statistics of the conv decoder included.
+        for ema_weight, weight in zip(self.ema_generator.weights, self.generator.weights):
+            ema_weight.assign(decay * ema_weight + (1 - decay) * weight)
+
