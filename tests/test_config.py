@@ -1,0 +1,60 @@
+"""Config defaults, presets and the validation of impossible values."""
+import pytest
+
+import config
+
+
+def test_defaults_are_the_authors_celeba_config():
+    c = config.get_config()
+    assert (c['img_size'], c['g_dim'], c['d_enc_dim'], c['batch_size']) == (
+        64, [1024, 256, 64], [64, 128, 256], 128)
+    assert c == config.get_config('celeba_64')
+
+
+def test_bedroom_takes_the_ffhq_values():
+    assert config.get_config('bedroom_128') == config.get_config('ffhq_128')
+
+
+def test_ffhq_uses_the_conv_decoder_and_bcr():
+    c = config.get_config('ffhq_128')
+    assert c['dec_dim'] == [128, 64] and c['bcr'] and 'cutout' in c['policy']
+
+
+def test_overrides_apply_after_the_preset():
+    assert config.get_config('cifar10', batch_size=7)['batch_size'] == 7
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'img_size': 48}, r"img_size=48: must be one of \[32, 64, 128, 256\]"),
+    ({'d_enc_dim': [64, 128]}, r"d_enc_dim=\[64, 128\]: must be a list of 3 positive"),
+    ({'g_dim': [1024, 256, 66], 'g_heads': [4, 4, 4]}, r"g_dim\[2\]=66: must be a multiple of g_heads\[2\] = 4"),
+    ({'d_heads': 3}, r"d_enc_dim\[-1\]=256: must be a multiple of d_heads = 3"),
+    ({'g_dim': [1024, 254, 64], 'g_heads': [4, 2, 4]}, r"g_dim\[1\]=254: must be a multiple of 4"),
+    ({'img_size': 256, 'd_enc_dim': [8, 16, 32, 64, 128], 'g_dim': [1024, 256, 32]},
+     r"g_dim\[2\]=32: must be a multiple of 64 for patch generation"),
+    ({'img_size': 128, 'd_enc_dim': [8, 16, 32, 64], 'dec_dim': [32]},
+     r"dec_dim=\[32\]: must be false \(patch generation\) or a list of 2"),
+    ({'loss': 'wgan'}, r"loss='wgan': must be one of \['nsl', 'hinge'\]"),
+    ({'policy': 'color,flip'}, r"policy='color,flip'"),
+    ({'batch_size': 0}, r"batch_size=0: must be a positive integer"),
+    ({'g_lr': -1.0}, r"g_lr=-1.0: must be a positive number"),
+    ({'g_beta2': 1.0}, r"g_beta2=1.0: must be a number in \[0, 1\)"),
+    ({'bcr': 'yes'}, r"bcr='yes': must be true or false"),
+    ({'ema_init': 'zeros'}, r"ema_init='zeros': must be one of \['copy', 'random'\]"),
+    ({'g_heads': [4, 4]}, r"g_heads=\[4, 4\]: must be a list of 3 positive integers"),
+    ({'gdim': [1, 2, 3]}, r"unknown config key\(s\) \['gdim'\]"),
+])
+def test_invalid_configs_name_the_key_and_the_allowed_values(overrides, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.get_config(**overrides)
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(config.ConfigError, match=r"unknown preset 'cifar'.*cifar10, celeba_64"):
+        config.get_config('cifar')
+
+
+def test_authors_config_json_loads_with_our_defaults_for_new_keys():
+    saved = {k: v for k, v in config.DEFAULTS.items() if k not in config.OUR_KEYS}
+    c = config.from_saved(saved)
+    assert c['ema_init'] == 'copy' and c['antialias'] is False
