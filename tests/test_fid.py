@@ -1,0 +1,548 @@
+"""Tests of fid.py: every metric against an independent computation, the feature networks
+on small stand-ins, the statistics cache and the CLI's errors. Nothing is downloaded.
+
+Tolerances: float64 metrics agree to 1e-6 relative; features from float32 graphs to 1e-5.
+"""
+import json
+import os
+import subprocess
+import sys
+import types
+import urllib.error
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import linalg
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import fid  # noqa: E402
+
+# ---------------------------------------------------------------------------------------
+# FID
+# ---------------------------------------------------------------------------------------
+
+
+def test_fid_matches_closed_form_for_diagonal_gaussians():
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=16), rng.normal(size=16)
+    s1, s2 = rng.uniform(0.1, 3, 16), rng.uniform(0.1, 3, 16)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
+    got = fid.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2))
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+def _fid_by_eigh(x, y):
+    # Independent of sqrtm: Tr sqrt(S1 S2) = sum sqrt(eig(S1^1/2 S2 S1^1/2)).
+    mu1, mu2 = x.mean(0), y.mean(0)
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    w, v = linalg.eigh(s1)
+    root1 = v @ np.diag(np.sqrt(np.clip(w, 0, None))) @ v.T
+    tr_covmean = np.sum(np.sqrt(np.clip(linalg.eigvalsh(root1 @ s2 @ root1), 0, None)))
+    return np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * tr_covmean
+
+
+def test_fid_matches_numpy_on_random_features_and_is_symmetric():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 32))
+    y = rng.normal(size=(300, 32)) @ rng.normal(size=(32, 32)) * 0.5 + 0.3
+    d_xy = fid.frechet_distance(*fid.feature_stats(x), *fid.feature_stats(y))
+    d_yx = fid.frechet_distance(*fid.feature_stats(y), *fid.feature_stats(x))
+    assert d_xy == pytest.approx(_fid_by_eigh(x, y), rel=1e-6)
+    assert d_xy == pytest.approx(d_yx, rel=1e-6)
+    assert d_xy > 1
+
+
+def test_fid_of_identical_sets_is_zero():
+    x = np.random.default_rng(2).normal(size=(200, 64))
+    mu, sigma = fid.feature_stats(x)
+    assert abs(fid.frechet_distance(mu, sigma, mu, sigma)) < 1e-6
+
+
+def test_feature_stats_are_float64_mean_and_covariance():
+    x = np.random.default_rng(3).normal(size=(50, 4)).astype(np.float32)
+    mu, sigma = fid.feature_stats(x)
+    assert mu.dtype == sigma.dtype == np.float64
+    np.testing.assert_allclose(mu, x.astype(np.float64).mean(0), rtol=1e-12)
+    centred = x.astype(np.float64) - mu
+    np.testing.assert_allclose(sigma, centred.T @ centred / 49, rtol=1e-12)
+
+
+def test_fid_adds_eps_when_sqrtm_is_not_finite(monkeypatch):
+    calls = []
+    real_sqrtm = fid.linalg.sqrtm
+
+    def flaky_sqrtm(a):
+        calls.append(a)
+        return np.full_like(a, np.nan) if len(calls) == 1 else real_sqrtm(a)
+
+    monkeypatch.setattr(fid.linalg, 'sqrtm', flaky_sqrtm)
+    s1, s2 = np.array([1.0, 2.0]), np.array([3.0, 0.5])
+    eps = 1e-2
+    got = fid.frechet_distance(np.zeros(2), np.diag(s1), np.zeros(2), np.diag(s2), eps=eps)
+    expected = np.sum(s1 + s2 - 2 * np.sqrt((s1 + eps) * (s2 + eps)))
+    assert len(calls) == 2 and got == pytest.approx(expected, rel=1e-9)
+
+
+def test_fid_rejects_large_imaginary_parts():
+    # diag(1, -1) is not a covariance: its square root is imaginary.
+    with pytest.raises(ValueError, match='imaginary'):
+        fid.frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
+
+
+# ---------------------------------------------------------------------------------------
+# KID, IS, precision/recall
+# ---------------------------------------------------------------------------------------
+
+
+def _mmd2_unbiased_loops(x, y):
+    # The textbook estimator written pair by pair.
+    m, d = len(x), x.shape[1]
+
+    def k(a, b):
+        return (np.dot(a, b) / d + 1) ** 3
+
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
+    return xx + yy - 2 * xy
+
+
+def test_kid_matches_direct_computation_on_one_subset():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 8))
+    y = rng.normal(size=(40, 8)) + 0.5
+    # subset_size = set size: every subset is a permutation of the whole set.
+    mean, std = fid.kid(x, y, n_subsets=3, subset_size=40)
+    assert mean == pytest.approx(_mmd2_unbiased_loops(x, y), rel=1e-9)
+    assert std == pytest.approx(0, abs=1e-9)
+
+
+def test_kid_caps_subset_size_and_is_seeded():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(30, 8)), rng.normal(size=(50, 8))
+    a = fid.kid(x, y, n_subsets=5, subset_size=1000, seed=1)
+    assert a == fid.kid(x, y, n_subsets=5, subset_size=1000, seed=1)
+    assert a != fid.kid(x, y, n_subsets=5, subset_size=1000, seed=2)
+    # The subset size is capped at the smaller set (30).
+    assert a == fid.kid(x, y, n_subsets=5, subset_size=30, seed=1)
+    assert a != fid.kid(x, y, n_subsets=5, subset_size=29, seed=1)
+
+
+def test_inception_score_extremes():
+    n_classes = 7
+    same = np.tile(np.eye(n_classes)[2], (70, 1))
+    assert fid.inception_score(same, splits=10) == pytest.approx((1.0, 0.0), abs=1e-9)
+    uniform_onehot = np.eye(n_classes)[np.arange(140) % n_classes]
+    mean, std = fid.inception_score(uniform_onehot, splits=10)
+    assert mean == pytest.approx(n_classes, rel=1e-9) and std == pytest.approx(0, abs=1e-9)
+
+
+def test_inception_score_matches_kl_formula():
+    rng = np.random.default_rng(6)
+    p = rng.dirichlet(np.ones(5) * 0.5, size=100)
+    py = p.mean(0)
+    expected = np.exp(np.mean(np.sum(p * np.log(p / py), axis=1)))
+    assert fid.inception_score(p, splits=1)[0] == pytest.approx(expected, rel=1e-9)
+
+
+def test_precision_recall_identical_and_far_apart():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(300, 64))
+    assert fid.precision_recall(x, x.copy(), k=3) == (1.0, 1.0)
+    assert fid.precision_recall(x, x + 100.0, k=3) == (0.0, 0.0)
+
+
+def test_precision_recall_against_brute_force_and_in_blocks(monkeypatch):
+    rng = np.random.default_rng(8)
+    real = rng.normal(size=(120, 5))
+    fake = rng.normal(size=(90, 5)) + 1.0
+    d_rr = np.linalg.norm(real[:, None] - real[None], axis=-1)
+    d_ff = np.linalg.norm(fake[:, None] - fake[None], axis=-1)
+    d_fr = np.linalg.norm(fake[:, None] - real[None], axis=-1)
+    r_real = np.sort(d_rr, axis=1)[:, 3]
+    r_fake = np.sort(d_ff, axis=1)[:, 3]
+    precision = np.mean(np.any(d_fr <= r_real[None], axis=1))
+    recall = np.mean(np.any(d_fr.T <= r_fake[None], axis=1))
+    assert 0.2 < precision < 0.95 and 0.2 < recall < 0.95
+    # Tiny blocks: the block loop must give the same answer as one block.
+    monkeypatch.setattr(fid, '_block_rows', lambda n_cols: 7)
+    p, r = fid.precision_recall(real, fake, k=3)
+    assert p == pytest.approx(precision, abs=1 / 90 + 1e-9)
+    assert r == pytest.approx(recall, abs=1 / 120 + 1e-9)
+
+
+# ---------------------------------------------------------------------------------------
+# uint8 quantisation and image files
+# ---------------------------------------------------------------------------------------
+
+
+def test_fake_uint8_clips_and_truncates():
+    x = np.array([-2.0, -1.0, 0.0, 0.999, 1.0, 3.0, np.nan], np.float32)
+    # 0 -> 127.5 -> 127 (truncation, as the authors' astype('uint8')), not 128.
+    # 0.999 -> 254.37 -> 254.
+    np.testing.assert_array_equal(fid.fake_uint8(x), [0, 0, 127, 254, 255, 255, 0])
+    assert fid.fake_uint8(x).dtype == np.uint8
+
+
+def _save_pngs(images, directory):
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for i, img in enumerate(images):
+        path = os.path.join(directory, f'{i:04d}.png')
+        Image.fromarray(img).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_load_images_converts_gray_and_rgba_and_resizes(tmp_path):
+    rgb = np.random.default_rng(9).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    gray = rgb[..., 0]
+    Image.fromarray(gray).save(tmp_path / 'a_gray.png')
+    Image.fromarray(np.dstack([rgb, np.full((8, 8), 7, np.uint8)])).save(tmp_path / 'b_rgba.png')
+    Image.fromarray(rgb).save(tmp_path / 'c_rgb.png')
+    paths = fid.list_images(str(tmp_path / '*.png'))
+    (batch,) = list(fid.load_images(paths, batch_size=3))
+    assert batch.dtype == np.uint8 and batch.shape == (3, 8, 8, 3)
+    np.testing.assert_array_equal(batch[0], np.dstack([gray] * 3))
+    np.testing.assert_array_equal(batch[1], rgb)
+    np.testing.assert_array_equal(batch[2], rgb)
+    # Resize: a constant image stays constant; the batch is 4x4.
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(tmp_path / 'd_const.png')
+    batches = list(fid.load_images([str(tmp_path / 'd_const.png')], 2, img_size=4))
+    np.testing.assert_array_equal(batches[0], np.full((1, 4, 4, 3), 200, np.uint8))
+
+
+def test_load_images_rejects_mixed_sizes(tmp_path):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / 'a.png')
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / 'b.png')
+    paths = fid.list_images(str(tmp_path))
+    with pytest.raises(fid.FIDError, match='different sizes'):
+        list(fid.load_images(paths, batch_size=2))
+    assert [b.shape for b in fid.load_images(paths, 2, img_size=8)] == [(2, 8, 8, 3)]
+
+
+# ---------------------------------------------------------------------------------------
+# Feature networks
+# ---------------------------------------------------------------------------------------
+
+
+def _make_fake_tf2015_graph(path, size=8, dim=2048, seed=0):
+    """A GraphDef with the 2015 graph's interface: JPEG decoder -> 'ExpandDims' ->
+    resize -> (x-128)/128 -> 1x1 conv to dim -> 'pool_3' (B,1,1,dim) -> a batch-1
+    'pool_3/_reshape' -> 'softmax/logits/MatMul' -> 'softmax/logits' -> 'softmax'."""
+    import tensorflow as tf
+    rng = np.random.default_rng(seed)
+    kernel = rng.normal(size=(3, dim)).astype(np.float32)
+    weights = (rng.normal(size=(dim, 1008)) * 0.01).astype(np.float32)
+    bias = rng.normal(size=1008).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        contents = tf.compat.v1.placeholder(tf.string, [], name='DecodeJpeg/contents')
+        x = tf.cast(tf.io.decode_jpeg(contents, channels=3, name='DecodeJpeg'), tf.float32)
+        x = tf.expand_dims(x, 0, name='ExpandDims')
+        x = tf.raw_ops.ResizeBilinear(images=x, size=[size, size], name='ResizeBilinear')
+        x = tf.nn.conv2d((x - 128.0) / 128.0, kernel[None, None], 1, 'VALID')
+        pool = tf.nn.avg_pool2d(x, size, size, 'VALID', name='pool_3')
+        flat = tf.reshape(pool, [1, dim], name='pool_3/_reshape')  # static batch 1
+        logits = tf.matmul(flat, tf.constant(weights, name='softmax/weights'),
+                           name='softmax/logits/MatMul')
+        tf.nn.softmax(tf.nn.bias_add(logits, bias, name='softmax/logits'), name='softmax')
+    with open(path, 'wb') as f:
+        f.write(graph.as_graph_def().SerializeToString())
+    return kernel, weights
+
+
+@pytest.fixture(scope='module')
+def fake_graph(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('graph') / fid.TF2015_FILE)
+    kernel, weights = _make_fake_tf2015_graph(path)
+    return path, kernel, weights
+
+
+@pytest.fixture(scope='module')
+def fake_tf2015(fake_graph):
+    return fid.TF2015Inception(fake_graph[0])
+
+
+@pytest.fixture(scope='module')
+def small_graph(tmp_path_factory):
+    # 64-d features for the end-to-end tests: sqrtm of a 2048x2048 matrix takes about
+    # a minute on 2 CPU cores.
+    path = str(tmp_path_factory.mktemp('small') / fid.TF2015_FILE)
+    _make_fake_tf2015_graph(path, dim=64, seed=1)
+    return path, fid.TF2015Inception(path)
+
+
+def test_tf2015_loader_on_a_small_graph(fake_graph, fake_tf2015):
+    _, kernel, weights = fake_graph
+    images = np.random.default_rng(10).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    out = fake_tf2015(images)  # batch 5 although the graph's reshape is batch 1
+    expected = ((images.astype(np.float64) - 128) / 128).mean(axis=(1, 2)) @ kernel
+    assert out['features'].shape == (5, 2048) and out['logits'].shape == (5, 1008)
+    np.testing.assert_allclose(out['features'], expected, rtol=1e-5, atol=1e-5)
+    # IS logits are pool_3 @ W without the bias, as the TTUR/OpenAI code.
+    np.testing.assert_allclose(out['logits'], expected @ weights, rtol=1e-4, atol=1e-5)
+    # Images are fed at their own size: the graph resizes them.
+    assert fake_tf2015(images[:2, :4, :4])['features'].shape == (2, 2048)
+    assert fid.get_extractor('tf2015', fake_graph[0]).name.startswith('tf2015-')
+
+
+def test_tf2015_rejects_a_graph_without_the_tensors(tmp_path):
+    import tensorflow as tf
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.constant(1.0, name='something')
+    path = tmp_path / 'other.pb'
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+    with pytest.raises(fid.FIDError, match='ExpandDims'):
+        fid.TF2015Inception(str(path))
+
+
+@pytest.mark.skipif(not os.environ.get('LADAGAN_INCEPTION_2015'),
+                    reason='set LADAGAN_INCEPTION_2015 to classify_image_graph_def.pb')
+def test_tf2015_real_graph():
+    ext = fid.TF2015Inception(os.environ['LADAGAN_INCEPTION_2015'])
+    images = np.random.default_rng(11).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    out = ext(images)
+    assert out['features'].shape == (3, 2048) and out['logits'].shape == (3, 1008)
+    assert (out['features'] >= 0).all()  # pool_3 averages ReLU outputs
+    one = ext(images[1:2])
+    np.testing.assert_allclose(one['features'][0], out['features'][1], rtol=1e-4, atol=1e-4)
+
+
+def test_tf2015_offline_without_file_is_unavailable(tmp_path, monkeypatch):
+    def offline(url, dest):
+        raise urllib.error.URLError('no network')
+
+    monkeypatch.setattr(fid, '_download', offline)
+    with pytest.raises(fid.FIDUnavailable) as info:
+        fid.get_tf2015_graph(cache_dir=str(tmp_path / 'cache'))
+    message = str(info.value)
+    assert fid.TF2015_URL in message and '--inception_path' in message
+    assert str(tmp_path / 'cache') in message and '\n' not in message
+    with pytest.raises(fid.FIDUnavailable, match='not found'):
+        fid.get_tf2015_graph(str(tmp_path / 'missing.pb'))
+
+
+def test_tf2015_graph_is_taken_from_cache_or_tgz(tmp_path, monkeypatch, fake_graph):
+    import tarfile
+    tgz = tmp_path / 'inception.tgz'
+    with tarfile.open(tgz, 'w:gz') as tar:
+        tar.add(fake_graph[0], arcname=fid.TF2015_FILE)
+    downloads = []
+
+    def fake_download(url, dest):
+        downloads.append(url)
+        with open(tgz, 'rb') as src, open(dest, 'wb') as dst:
+            dst.write(src.read())
+
+    monkeypatch.setattr(fid, '_download', fake_download)
+    cache = str(tmp_path / 'cache')
+    path = fid.get_tf2015_graph(cache_dir=cache)
+    assert path == os.path.join(cache, fid.TF2015_FILE) and downloads == [fid.TF2015_URL]
+    assert open(path, 'rb').read() == open(fake_graph[0], 'rb').read()
+    assert fid.get_tf2015_graph(cache_dir=cache) == path and len(downloads) == 1
+
+
+def test_keras_inception_random_weights_gives_2048_features():
+    ext = fid.KerasInception(weights=None)
+    images = np.random.default_rng(12).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    feats = ext(images)['features']
+    assert feats.shape == (2, 2048) and np.isfinite(feats).all()
+    assert feats.std() > 0
+    # The same images give the same features, whatever else is in the batch.
+    np.testing.assert_allclose(ext(images[::-1])['features'][::-1], feats, rtol=1e-4, atol=1e-5)
+
+
+def test_keras_inception_offline_is_unavailable(monkeypatch):
+    import keras
+
+    def offline(**kwargs):
+        raise Exception('URL fetch failure on https://storage.googleapis.com/...')
+
+    monkeypatch.setattr(keras.applications, 'InceptionV3', offline)
+    with pytest.raises(fid.FIDUnavailable, match=fid.KERAS_WEIGHTS_FILE):
+        fid.KerasInception(weights='imagenet')
+    with pytest.raises(fid.FIDUnavailable, match='not found'):
+        fid.KerasInception(weights='/nonexistent/weights.h5')
+    with pytest.raises(fid.FIDError, match='unknown network'):
+        fid.get_extractor('vgg')
+
+
+# ---------------------------------------------------------------------------------------
+# Feature passes, PNG round trip, statistics cache
+# ---------------------------------------------------------------------------------------
+
+
+def test_in_memory_uint8_features_equal_png_round_trip(tmp_path, fake_tf2015):
+    x = np.random.default_rng(13).uniform(-1.2, 1.2, (7, 8, 8, 3)).astype(np.float32)
+    images = fid.fake_uint8(x)
+    in_memory = fid.compute_features([images[:4], images[4:]], fake_tf2015)
+    paths = _save_pngs(images, str(tmp_path / 'png'))
+    from_files = fid.compute_features(fid.load_images(paths, batch_size=4), fake_tf2015)
+    np.testing.assert_array_equal(in_memory['features'], from_files['features'])
+    np.testing.assert_array_equal(in_memory['logits'], from_files['logits'])
+
+
+def test_compute_features_keeps_n_and_pads_the_last_batch():
+    seen = []
+
+    def extractor(batch):
+        seen.append(len(batch))
+        return {'features': batch.reshape(len(batch), -1).astype(np.float32)}
+
+    batches = [np.full((4, 2, 2, 3), i, np.uint8) for i in range(3)]
+    out = fid.compute_features(batches, extractor, n=10)
+    assert out['features'].shape == (10, 12) and seen == [4, 4, 4]
+    np.testing.assert_array_equal(out['features'][:, 0], [0] * 4 + [1] * 4 + [2] * 2)
+    with pytest.raises(fid.FIDError, match='got 12 images, expected 20'):
+        fid.compute_features(batches, extractor, n=20)
+
+
+class CountingExtractor:
+    """Features = the first pixels of the image; counts its calls (feature passes)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, batch):
+        self.calls += 1
+        return {'features': batch.reshape(len(batch), -1)[:, :16].astype(np.float32)}
+
+
+@pytest.fixture
+def real_files(tmp_path):
+    images = np.random.default_rng(14).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    return _save_pngs(images, str(tmp_path / 'real'))
+
+
+def test_real_stats_cache_is_reused_and_invalidated(tmp_path, real_files):
+    cache = str(tmp_path / 'stats')
+    ext = CountingExtractor()
+
+    def stats(files, n, img_size=8):
+        return fid.real_stats(files, n, img_size, 'counting', ext, cache, batch_size=5)
+
+    first = stats(real_files, 10)  # batches of 5: two passes
+    assert ext.calls == 2 and not first['from_cache'] and os.path.isfile(first['path'])
+    second = stats(real_files, 10)
+    assert ext.calls == 2 and second['from_cache'] and second['path'] == first['path']
+    np.testing.assert_array_equal(second['features'], first['features'])
+    mu, sigma = fid.feature_stats(first['features'])
+    np.testing.assert_allclose(second['mu'], mu, rtol=1e-12)
+    np.testing.assert_allclose(second['sigma'], sigma, rtol=1e-12)
+    # Anything the statistics depend on changes the key.
+    assert not stats(real_files, 9)['from_cache'] and ext.calls == 4
+    assert not stats(real_files[1:], 10)['from_cache'] and ext.calls == 6
+    assert not stats(real_files, 10, img_size=4)['from_cache'] and ext.calls == 8
+    os.utime(real_files[0], ns=(1, 1))  # an edited file
+    assert not stats(real_files, 10)['from_cache'] and ext.calls == 10
+    assert stats(real_files, 10)['from_cache'] and ext.calls == 10
+    assert not [f for f in os.listdir(cache) if f.endswith('.tmp')]
+
+
+def test_real_stats_with_fewer_images_than_asked(tmp_path, real_files):
+    with pytest.raises(fid.FIDError, match='asked for 20 real images but only 12'):
+        fid.real_stats(real_files, 20, 8, 'counting', CountingExtractor(), str(tmp_path))
+    with pytest.raises(fid.FIDError, match='asked for 20 images but only 12'):
+        fid.select_files(real_files, 20, seed=0)
+
+
+def test_select_files_is_seeded():
+    paths = [f'{i}.png' for i in range(50)]
+    a = fid.select_files(paths, 10, seed=0)
+    assert a == fid.select_files(paths, 10, seed=0) and len(set(a)) == 10
+    assert a != fid.select_files(paths, 10, seed=1)
+    assert fid.select_files(paths, 'all', seed=0) == paths
+
+
+# ---------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'fid.py'), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize('extra', [
+    ['--eval_dir', '/nonexistent/*.png', '--fake_dir', '/nonexistent/*.png'],
+    ['--n_real', '100', '--fake_dir', 'REAL'],
+    ['--network', 'tf2015', '--inception_path', '/nonexistent.pb', '--fake_dir', 'REAL'],
+])
+def test_cli_errors_are_one_line(extra, real_files):
+    real = os.path.dirname(real_files[0])
+    args = [a.replace('REAL', real) for a in extra]
+    if '--eval_dir' not in args:
+        args = ['--eval_dir', real] + args
+    result = _cli(*args)
+    assert result.returncode == 2
+    assert 'Traceback' not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('fid.py: error:'), result.stderr
+
+
+def test_cli_end_to_end_on_the_small_graph(tmp_path, small_graph):
+    graph, ext = small_graph
+    rng = np.random.default_rng(15)
+    real = _save_pngs(rng.integers(0, 256, (30, 8, 8, 3), dtype=np.uint8), str(tmp_path / 'r'))
+    fake = _save_pngs(rng.integers(0, 200, (20, 8, 8, 3), dtype=np.uint8), str(tmp_path / 'f'))
+    out = tmp_path / 'res.json'
+    result = _cli('--eval_dir', str(tmp_path / 'r' / '*.png'), '--fake_dir',
+                  str(tmp_path / 'f'), '--n_fake', '20', '--metrics', 'fid,kid,is,pr',
+                  '--network', 'tf2015', '--inception_path', graph,
+                  '--batch_size', '8', '--cache_dir', str(tmp_path / 'c'), '--out', str(out))
+    assert result.returncode == 0, result.stderr
+    res = json.loads(out.read_text())
+    real_f = fid.compute_features(fid.load_images(real, 8), ext)['features']
+    fake_o = fid.compute_features(fid.load_images(fake, 8), ext)
+    expected = fid.compute_metrics(real_f, fake_o, ['fid', 'kid', 'is', 'pr'])
+    for key, value in expected.items():
+        assert res[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    assert res['n_real'] == 30 and res['n_fake'] == 20 and res['network'] == 'tf2015'
+    assert os.path.isfile(res['real_stats'])
+
+
+def test_model_dir_uses_the_ema_generator(tmp_path, monkeypatch, small_graph):
+    graph, ext = small_graph
+    calls = {}
+
+    class TinyGenerator:
+        noise_dim = 4
+
+        def __call__(self, z, training):
+            assert not training
+            img = np.tanh(z[:, :3])[:, None, None, :] * np.ones((1, 8, 8, 1), np.float32)
+            return img, []
+
+    def load_generator(model_dir, ema):
+        calls['args'] = (model_dir, ema)
+        return TinyGenerator()
+
+    monkeypatch.setitem(sys.modules, 'utils', types.SimpleNamespace(load_generator=load_generator))
+    real = _save_pngs(np.random.default_rng(16).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8),
+                      str(tmp_path / 'r'))
+    model_dir = tmp_path / 'run'
+    model_dir.mkdir()
+    argv = ['--eval_dir', str(tmp_path / 'r'), '--model_dir', str(model_dir), '--n_fake', '10',
+            '--network', 'tf2015', '--inception_path', graph, '--batch_size', '4',
+            '--cache_dir', str(tmp_path / 'c'), '--metrics', 'fid,is']
+    assert fid.main(argv) == 0
+    assert calls['args'] == (str(model_dir), True)
+    res = json.loads((model_dir / 'eval-tf2015.json').read_text())
+    z = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
+    fakes = fid.fake_uint8(TinyGenerator()(z, False)[0])
+    real_f = fid.compute_features(fid.load_images(real, 4), ext)['features']
+    expected = fid.compute_metrics(real_f, ext(fakes), ['fid', 'is'])
+    assert res['fid'] == pytest.approx(expected['fid'], rel=1e-4)
+    assert res['is_mean'] == pytest.approx(expected['is_mean'], rel=1e-4)
+
+
+def test_cli_help_explains_the_networks():
+    result = _cli('--help')
+    assert result.returncode == 0
+    assert 'NOT comparable' in result.stdout and 'pytorch-fid' in result.stdout
