@@ -1,0 +1,129 @@
+"""One train step from the authors' checkpoint against an independent eager computation."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import trainer
+import utils
+
+LR, B1, B2, EPS, EMA_DECAY, GP_WEIGHT = 2e-4, 0.5, 0.99, 1e-7, 0.999, 1e-4
+
+
+def _adam_states(path, name, n_weights):
+    reader = tf.train.load_checkpoint(path)
+    key = lambda j: f'{name}/_variables/{j}/.ATTRIBUTES/VARIABLE_VALUE'
+    step = reader.get_tensor(f'{name}/_iterations/.ATTRIBUTES/VARIABLE_VALUE')
+    return int(step), [(reader.get_tensor(key(2 * i + 1)), reader.get_tensor(key(2 * i + 2)))
+                       for i in range(n_weights)]
+
+
+def _adam_update(weights, grads, states, step):
+    """Adam as written in Kingma & Ba with Keras' epsilon placement."""
+    t = step + 1
+    alpha = LR * np.sqrt(1 - B2 ** t) / (1 - B1 ** t)
+    for w, g, (m, v) in zip(weights, grads, states):
+        g = g.numpy()
+        m = B1 * m + (1 - B1) * g
+        v = B2 * v + (1 - B2) * g * g
+        w.assign(w.numpy() - alpha * m / (np.sqrt(v) + EPS))
+
+
+def _softplus(x):
+    return tf.math.log1p(tf.exp(-tf.abs(x))) + tf.maximum(x, 0.0)
+
+
+def _reference_step(fixture_dir, path, images, z_d, z_g):
+    g = utils.load_generator(fixture_dir, ema=False, checkpoint_path=path)
+    ema = utils.load_generator(fixture_dir, ema=True, checkpoint_path=path)
+    d = utils.load_discriminator(fixture_dir, checkpoint_path=path)
+    d_step, d_states = _adam_states(path, 'd_optimizer', len(d.trainable_weights))
+    g_step, g_states = _adam_states(path, 'g_optimizer', len(g.trainable_weights))
+    images = tf.constant(images)
+
+    fake = g(z_d, training=True)[0]
+    with tf.GradientTape() as d_tape:
+        fake_logits = d(fake, training=True)
+        with tf.GradientTape() as r1_tape:
+            r1_tape.watch(images)
+            real_logits = d(images, training=True)
+            logit_sum = tf.reduce_sum(real_logits)
+        r1_grads = r1_tape.gradient(logit_sum, images)
+        gp = GP_WEIGHT * tf.reduce_mean(tf.reduce_sum(tf.square(r1_grads), axis=[1, 2, 3]))
+        d_loss = tf.reduce_mean(_softplus(-real_logits)) + tf.reduce_mean(_softplus(fake_logits))
+        d_total = d_loss + gp
+    _adam_update(d.trainable_weights, d_tape.gradient(d_total, d.trainable_weights),
+                 d_states, d_step)
+
+    with tf.GradientTape() as g_tape:
+        g_logits = d(g(z_g, training=True)[0], training=True)
+        g_loss = tf.reduce_mean(_softplus(-g_logits))
+    _adam_update(g.trainable_weights, g_tape.gradient(g_loss, g.trainable_weights),
+                 g_states, g_step)
+    for e, w in zip(ema.weights, g.weights):
+        e.assign(EMA_DECAY * e.numpy() + (1 - EMA_DECAY) * w.numpy())
+    metrics = {'d_loss': d_loss, 'gp': gp, 'd_total': d_total, 'cr': 0.0, 'g_loss': g_loss,
+               'real_acc': tf.reduce_mean(real_logits), 'fake_acc': tf.reduce_mean(g_logits)}
+    return g, ema, d, {k: float(v) for k, v in metrics.items()}
+
+
+def test_replayed_step_matches_an_independent_computation(fixture_dir, reference):
+    path = os.path.join(fixture_dir, 'training-checkpoints', 'ckpt-8')
+    gan = trainer.LadaGAN(utils.load_config(fixture_dir))
+    utils.restore_checkpoint(path, **gan.checkpoint_objects())
+    assert int(gan.n_images.numpy()) == 8 and int(gan.g_optimizer.iterations.numpy()) == 2
+    rng = np.random.default_rng(0)
+    images = reference['train_images'][1]
+    z_d, z_g = (rng.standard_normal((4, 32)).astype(np.float32) for _ in range(2))
+
+    metrics = gan.train_step(images, noise_d=z_d, noise_g=z_g, augment=False)
+    g, ema, d, expected = _reference_step(fixture_dir, path, images, z_d, z_g)
+
+    assert metrics.keys() == expected.keys()
+    for name in expected:
+        assert metrics[name] == pytest.approx(expected[name], abs=1e-5), name
+    for ours, theirs in ((gan.generator, g), (gan.ema_generator, ema), (gan.discriminator, d)):
+        assert len(ours.weights) == len(theirs.weights)
+        for a, b in zip(ours.weights, theirs.weights):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, rtol=0, err_msg=a.path)
+    # The step really moved the weights (not a no-op matched by a no-op).
+    before = utils.load_discriminator(fixture_dir, checkpoint_path=path)
+    assert np.abs(before.weights[0].numpy() - gan.discriminator.weights[0].numpy()).max() > 1e-6
+    assert int(gan.g_optimizer.iterations.numpy()) == 3
+
+
+def test_ema_starts_as_a_copy_by_default_and_random_on_request(fixture_dir):
+    conf = utils.load_config(fixture_dir)
+    copied = trainer.LadaGAN(conf)
+    for e, w in zip(copied.ema_generator.weights, copied.generator.weights):
+        np.testing.assert_array_equal(e.numpy(), w.numpy())
+    authors = trainer.LadaGAN({**conf, 'ema_init': 'random'})
+    differing = [np.abs(e.numpy() - w.numpy()).max() > 0
+                 for e, w in zip(authors.ema_generator.weights, authors.generator.weights)]
+    assert sum(differing) > len(differing) // 2
+
+
+@pytest.mark.parametrize('loss', ['nsl', 'hinge'])
+def test_losses(loss):
+    real, fake = tf.constant([[1.0, -2.0]]), tf.constant([[0.5, 3.0]])
+    d_fn, g_fn = trainer.LOSSES[loss]
+    if loss == 'nsl':
+        sp = lambda x: np.log1p(np.exp(x))
+        assert float(d_fn(real, fake)) == pytest.approx(
+            np.mean(sp(-real.numpy())) + np.mean(sp(fake.numpy())), rel=1e-6)
+        assert float(g_fn(fake)) == pytest.approx(np.mean(sp(-fake.numpy())), rel=1e-6)
+    else:
+        assert float(d_fn(real, fake)) == pytest.approx((0 + 3) / 2 + (1.5 + 4) / 2)
+        assert float(g_fn(fake)) == pytest.approx(-1.75)
+
+
+def test_bcr_step_runs_with_augmentation_and_reports_a_consistency_term(fixture_dir):
+    conf = {**utils.load_config(fixture_dir), 'bcr': True,
+            'policy': 'color,translation,cutout'}
+    gan = trainer.LadaGAN(conf)
+    images = np.random.default_rng(1).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+    metrics = gan.train_step(images)
+    assert metrics['cr'] > 0 and np.isfinite(list(metrics.values())).all()
+    assert metrics['d_total'] == pytest.approx(
+        metrics['d_loss'] + metrics['gp'] + metrics['cr'], rel=1e-5)

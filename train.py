@@ -1,0 +1,303 @@
+"""Train LadaGAN.
+
+    python train.py                                   # tiny preset on a generated shapes dataset
+    python train.py --file_pattern='data/*.png' --eval_dir='data/*.png' --preset=cifar10
+    python train.py --file_pattern=... --set batch_size=64 --set policy=color
+
+Hyper-parameters live in config.py (defaults and presets); `--set key=value` overrides one.
+A run writes into --model_dir: config.json, training-checkpoints/, best-training-checkpoints/
+(the authors' layout), log-dir/ (TensorBoard), metrics.jsonl, and images/ (sample grids and
+attention maps). Running the same command again resumes from the last checkpoint.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_DATA_DIR = os.path.join(HERE, '.cache', 'shapes32')
+
+
+class TrainingError(Exception):
+    """A run that cannot start or go on; the message says what to do."""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--file_pattern', default=None,
+                        help='glob (or directory) of training images; default: a generated '
+                             'dataset of 32x32 shapes, trained with --preset tiny')
+    parser.add_argument('--eval_dir', default=None,
+                        help='glob of real images for FID (default: --file_pattern)')
+    parser.add_argument('--model_dir', default='model_1',
+                        help='run directory: checkpoints, logs, images (default: model_1)')
+    parser.add_argument('--preset', default=None,
+                        help='named config of config.py: ' + ', '.join(_preset_names()) +
+                             ' (default: config.py defaults, or tiny for the generated data)')
+    parser.add_argument('--set', dest='overrides', action='append', default=[],
+                        metavar='KEY=VALUE',
+                        help='override one config value, e.g. --set batch_size=64 '
+                             '--set g_dim=[256,128,64] (JSON values); repeatable')
+    parser.add_argument('--override_config', action='store_true',
+                        help="on resume, config.json decides and a --preset/--set value "
+                             'that differs from it stops the run; this flag applies the '
+                             'new values instead (and rewrites config.json)')
+    parser.add_argument('--total_iter', type=int, default=None,
+                        help='train until this iteration (default: 600 for the generated '
+                             'data, else 1,000,000)')
+    parser.add_argument('--metrics_inter', type=int, default=None,
+                        help='iterations between logged metrics (default: 50 for the '
+                             'generated data, else 500)')
+    parser.add_argument('--fid_inter', type=int, default=None,
+                        help='iterations between FID, samples and checkpoints (default: '
+                             '200 for the generated data, else 5000)')
+    parser.add_argument('--max_ckpt_to_keep', type=int, default=2,
+                        help='checkpoints kept in each checkpoint directory (default: 2)')
+    parser.add_argument('--inception_weights', default='imagenet',
+                        help="Keras InceptionV3 weights for the in-loop FID: 'imagenet' "
+                             "(downloaded once by Keras) or a path to the .h5 file")
+    parser.add_argument('--no_fid', action='store_true',
+                        help='skip FID; the best checkpoint then follows the regular one')
+    parser.add_argument('--seed', type=int, default=None,
+                        help='seed of weights, noise and data order (default: random)')
+    args = parser.parse_args(argv)
+    for name in ('total_iter', 'metrics_inter', 'fid_inter', 'max_ckpt_to_keep'):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f'--{name} must be a positive integer, got {value}')
+    return args
+
+
+def _preset_names():
+    import config
+    return list(config.PRESETS)
+
+
+def parse_overrides(pairs):
+    """['batch_size=64', 'policy=color'] -> {'batch_size': 64, 'policy': 'color'}."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, text = pair.partition('=')
+        if not sep or not key:
+            raise TrainingError(f"--set expects KEY=VALUE, got '{pair}'")
+        try:
+            overrides[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = text  # a bare string such as color,translation
+    return overrides
+
+
+def resolve_run(args):
+    """Fills the defaults that depend on the data source; returns the config values the
+    command asks for: those of the preset, then those of --set."""
+    import config
+    import utils
+    embedded = args.file_pattern is None
+    if embedded:
+        print(f'No --file_pattern: training the tiny preset on generated shapes '
+              f'({DEFAULT_DATA_DIR}).')
+        args.file_pattern = utils.make_shapes_dataset(DEFAULT_DATA_DIR)
+        args.preset = args.preset or 'tiny'
+    args.eval_dir = args.eval_dir or args.file_pattern
+    defaults = (600, 50, 200) if embedded else (1_000_000, 500, 5000)
+    for name, value in zip(('total_iter', 'metrics_inter', 'fid_inter'), defaults):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.preset is not None and args.preset not in config.PRESETS:
+        raise config.ConfigError(f"unknown preset '{args.preset}'; choose one of: "
+                                 f"{', '.join(config.PRESETS)}")
+    asked = dict(config.PRESETS[args.preset]) if args.preset else {}
+    asked.update(parse_overrides(args.overrides))
+    return asked
+
+
+def settle_config(model_dir, asked, override):
+    """The config of the run.
+
+    New run: config.py defaults + `asked`, written to config.json. Resume: config.json
+    decides; values asked for (preset, --set) that differ from it stop the run unless
+    `override`, which applies them and rewrites config.json.
+    """
+    import config
+    import utils
+    path = os.path.join(model_dir, utils.CONFIG_FILE)
+    if not os.path.exists(path):
+        conf = config.get_config(**asked)
+    else:
+        saved = utils.load_config(model_dir)
+        config.validate({**saved, **asked})
+        differing = sorted(k for k in asked if asked[k] != saved[k])
+        if not differing:
+            return saved
+        if not override:
+            details = ', '.join(f'{k}: {saved[k]!r} in config.json, {asked[k]!r} asked'
+                                for k in differing)
+            raise TrainingError(
+                f'{path} differs from the requested config ({details}). Resume with the '
+                f'same --preset/--set as the first run, use another --model_dir, or pass '
+                f'--override_config to go on with the requested values.')
+        print(f'--override_config: changing {differing} of {path}.')
+        conf = {**saved, **asked}
+    os.makedirs(model_dir, exist_ok=True)
+    utils.write_json_atomic(path, conf)
+    return conf
+
+
+class Run:
+    """The training loop around trainer.LadaGAN: data, checkpoints, logs, FID, pictures."""
+
+    def __init__(self, args, conf):
+        import tensorflow as tf
+        import trainer
+        import utils
+        self.args, self.conf = args, conf
+        if args.seed is not None:
+            tf.keras.utils.set_random_seed(args.seed)
+        self.dataset = utils.make_dataset(args.file_pattern, conf['img_size'],
+                                          conf['batch_size'], antialias=conf['antialias'],
+                                          seed=args.seed)
+        self.gan = trainer.LadaGAN(conf)
+        if args.seed is not None:
+            self.gan.noise_rng.reset_from_seed(args.seed)
+        self.checkpoint = utils.make_checkpoint(**self.gan.checkpoint_objects())
+        self.managers = {
+            name: tf.train.CheckpointManager(self.checkpoint,
+                                             os.path.join(args.model_dir, subdir),
+                                             max_to_keep=args.max_ckpt_to_keep)
+            for name, subdir in (('regular', utils.TRAINING_DIR), ('best', utils.BEST_DIR))}
+        self.writer = tf.summary.create_file_writer(os.path.join(args.model_dir, 'log-dir'))
+        self.fid_monitor = None if args.no_fid else self._make_fid_monitor()
+        self.sample_noise = tf.random.stateless_normal(
+            [25, conf['noise_dim']], seed=[conf['test_seed'], 0])
+
+    def _make_fid_monitor(self):
+        import fid
+        try:
+            return fid.InLoopFID(self.args.eval_dir, self.conf,
+                                 weights=self.args.inception_weights,
+                                 cache_dir=os.path.join(HERE, '.cache', 'fid'))
+        except fid.FIDUnavailable as e:
+            print(f'FID off: {e}')
+            return None
+
+    def restore(self):
+        """Resumes from the newest regular checkpoint (else the best); returns start iter."""
+        import utils
+        path = (utils.newest_checkpoint_in(self.managers['regular'].directory)
+                or utils.newest_checkpoint_in(self.managers['best'].directory))
+        if not path:
+            print(f'Starting a new run in {self.args.model_dir}')
+            return 1
+        utils.restore_checkpoint(path, **self.gan.checkpoint_objects())
+        n_images = int(self.gan.n_images.numpy())
+        print(f'Resumed from {path} at {n_images:,} images (best FID '
+              f'{float(self.gan.best_fid.numpy()):.2f})')
+        return n_images // self.conf['batch_size'] + 1
+
+    def train(self):
+        from tqdm import tqdm
+        start = self.restore()
+        total = self.args.total_iter
+        if start > total:
+            print(f'Already trained to iteration {start - 1} >= --total_iter {total}.')
+            return
+        batches = iter(self.dataset)
+        sums, count, tick = {}, 0, time.time()
+        bar = tqdm(range(start, total + 1), initial=start - 1, total=total, unit='it',
+                   dynamic_ncols=True)
+        for idx in bar:
+            metrics = self.gan.train_step(next(batches))
+            self._stop_if_not_finite(metrics, idx)
+            for name, value in metrics.items():
+                sums[name] = sums.get(name, 0.0) + value
+            count += 1
+            if idx % self.args.metrics_inter == 0 or idx == total:
+                means = {name: value / count for name, value in sums.items()}
+                means['images_per_sec'] = count * self.conf['batch_size'] / (time.time() - tick)
+                self._log(idx, means)
+                bar.set_postfix({k: f'{means[k]:.3f}' for k in ('d_loss', 'g_loss', 'gp')}
+                                | {'img/s': f"{means['images_per_sec']:.0f}"})
+                sums, count, tick = {}, 0, time.time()
+            if idx % self.args.fid_inter == 0 or idx == total:
+                self.evaluate_and_save(idx)
+                tick = time.time()
+        bar.close()
+
+    def _stop_if_not_finite(self, metrics, idx):
+        bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+        if bad:
+            raise TrainingError(
+                f'non-finite loss at iteration {idx} ({bad}); stopped without saving. The '
+                f'last good checkpoint is kept in {self.managers["regular"].directory}. '
+                f'Try a lower g_lr/d_lr or a higher gp_weight.')
+
+    def _log(self, idx, means):
+        import tensorflow as tf
+        n_images = idx * self.conf['batch_size']
+        with self.writer.as_default():
+            for name, value in means.items():
+                tf.summary.scalar(name, value, step=n_images)
+        self.writer.flush()
+        with open(os.path.join(self.args.model_dir, 'metrics.jsonl'), 'a') as f:
+            f.write(json.dumps({'iter': idx, 'n_images': n_images, **means}) + '\n')
+
+    def evaluate_and_save(self, idx):
+        """FID, pictures and checkpoints, as the authors: best first when FID improved."""
+        import tensorflow as tf
+        n_images = idx * self.conf['batch_size']
+        fid_value = self._compute_fid()
+        self._save_pictures(n_images)
+        self.gan.n_images.assign(n_images)
+        improved = fid_value is None or fid_value < float(self.gan.best_fid.numpy())
+        if fid_value is not None:
+            self.gan.fid.assign(fid_value)
+            with self.writer.as_default():
+                tf.summary.scalar('FID', fid_value, step=n_images)
+            if improved:
+                self.gan.best_fid.assign(fid_value)
+        if improved:
+            self.managers['best'].save(checkpoint_number=n_images)
+        self.managers['regular'].save(checkpoint_number=n_images)
+        fid_text = 'off' if fid_value is None else f'{fid_value:.2f}'
+        print(f'\n[{n_images:,} images] FID {fid_text}; checkpoint ckpt-{n_images}'
+              + (' (best)' if improved else ''))
+
+    def _compute_fid(self):
+        if self.fid_monitor is None:
+            return None
+        return self.fid_monitor(self.gan.ema_generator)
+
+    def _save_pictures(self, n_images):
+        import utils
+        images, attention = self.gan.ema_generator(self.sample_noise, training=False)
+        out_dir = os.path.join(self.args.model_dir, 'images')
+        utils.save_image_grid(images, os.path.join(out_dir, f'samples-{n_images:09d}.png'))
+        utils.save_attention_maps(images[:4], [a[:4] for a in attention],
+                                  os.path.join(out_dir, f'attention-{n_images:09d}.png'))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        import config
+        import utils
+        asked = resolve_run(args)
+        conf = settle_config(args.model_dir, asked, args.override_config)
+        Run(args, conf).train()
+    except KeyboardInterrupt:
+        print('\nInterrupted; rerun the same command to resume from the last checkpoint.',
+              file=sys.stderr)
+        return 130
+    except (TrainingError, config.ConfigError, utils.CheckpointError, utils.DataError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
