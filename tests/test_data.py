@@ -1,0 +1,505 @@
+"""Data pipeline: decoding of every supported format to RGB in [-1, 1], file listing and
+validation errors, skipping of bad files, batching and reshuffling, the FID uint8 reader and
+the procedural shapes dataset. All images are built in tmp_path with PIL."""
+import os
+import time
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import utils
+
+
+def _scaled(values):
+    """0-255 values -> [-1, 1] the way the pipeline computes it (float32)."""
+    return np.asarray(values, np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def _random_rgb(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _decode(path, img_size, **kwargs):
+    image = utils.decode_image(str(path), img_size, **kwargs)
+    assert image.shape == (img_size, img_size, 3)
+    assert image.dtype == tf.float32
+    image = image.numpy()
+    assert image.min() >= -1.0 and image.max() <= 1.0
+    return image
+
+
+def _save(array_or_image, path, **kwargs):
+    image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
+    image.save(path, **kwargs)
+    return str(path)
+
+
+def _solid_pngs(directory, n, size=4):
+    """n PNGs, image i solid gray level 10 * i, so a decoded pixel identifies its file."""
+    os.makedirs(directory, exist_ok=True)
+    return [_save(np.full((size, size, 3), 10 * i, np.uint8), os.path.join(directory, f'{i:03d}.png'))
+            for i in range(n)]
+
+
+def _ids(batch):
+    """Which of _solid_pngs' images are in a batch, in order."""
+    return [int(round(v)) for v in (batch[:, 0, 0, 0] + 1.0) * 127.5 / 10]
+
+
+# ---------------------------------------------------------------------------------------
+# Decoding: every format and channel layout -> (img_size, img_size, 3) float32 in [-1, 1]
+# ---------------------------------------------------------------------------------------
+
+def test_solid_colour_png_gives_exactly_that_colour(tmp_path):
+    path = _save(np.full((8, 8, 3), (200, 40, 90), np.uint8), tmp_path / 'c.png')
+    np.testing.assert_array_equal(_decode(path, 8), np.broadcast_to(_scaled((200, 40, 90)), (8, 8, 3)))
+
+
+def test_rgb_png_values_are_pixel_exact(tmp_path):
+    rgb = _random_rgb(6, 6)
+    np.testing.assert_array_equal(_decode(_save(rgb, tmp_path / 'r.png'), 6), _scaled(rgb))
+
+
+def test_extremes_map_to_minus_one_and_one(tmp_path):
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[:2] = 255
+    image = _decode(_save(rgb, tmp_path / 'e.png'), 4)
+    assert (image[:2] == 1.0).all() and (image[2:] == -1.0).all()
+
+
+def test_grayscale_value_v_gives_v_v_v(tmp_path):
+    gray = np.random.default_rng(1).integers(0, 256, (5, 5), dtype=np.uint8)
+    image = _decode(_save(gray, tmp_path / 'g.png'), 5)
+    np.testing.assert_array_equal(image, np.repeat(_scaled(gray)[..., None], 3, axis=-1))
+
+
+def test_rgba_drops_alpha_without_compositing(tmp_path):
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3] = (10, 120, 250)
+    rgba[..., 3] = np.arange(16).reshape(4, 4) * 17  # from fully transparent to opaque
+    image = _decode(_save(rgba, tmp_path / 'a.png'), 4)
+    np.testing.assert_array_equal(image, np.broadcast_to(_scaled((10, 120, 250)), (4, 4, 3)))
+
+
+def test_gray_alpha_gives_gray_rgb(tmp_path):
+    gray = np.random.default_rng(2).integers(0, 256, (4, 4), dtype=np.uint8)
+    la = Image.fromarray(gray).convert('LA')
+    la.putalpha(Image.fromarray(np.full((4, 4), 30, np.uint8)))
+    path = _save(la, tmp_path / 'la.png')
+    assert Image.open(path).mode == 'LA'
+    np.testing.assert_array_equal(_decode(path, 4), np.repeat(_scaled(gray)[..., None], 3, axis=-1))
+
+
+def test_palette_png_gives_palette_colours(tmp_path):
+    palette_image = Image.fromarray(_random_rgb(6, 6, seed=3)).convert('P', palette=Image.Palette.ADAPTIVE, colors=8)
+    path = _save(palette_image, tmp_path / 'p.png')
+    assert Image.open(path).mode == 'P'
+    expected = np.array(Image.open(path).convert('RGB'))
+    np.testing.assert_array_equal(_decode(path, 6), _scaled(expected))
+
+
+def test_palette_png_with_transparency_drops_alpha(tmp_path):
+    palette_image = Image.fromarray(_random_rgb(6, 6, seed=4)).convert('P', palette=Image.Palette.ADAPTIVE, colors=4)
+    path = _save(palette_image, tmp_path / 'pt.png', transparency=0)
+    expected = np.array(Image.open(path).convert('RGB'))
+    np.testing.assert_array_equal(_decode(path, 6), _scaled(expected))
+
+
+def test_16bit_gray_png_is_scaled_exactly_to_the_8bit_range(tmp_path):
+    rng = np.random.default_rng(5)
+    gray16 = rng.integers(0, 65536, (6, 6)).astype(np.uint16)
+    gray16[0, :3] = (0, 65535, 257 * 200)
+    path = _save(Image.fromarray(gray16), tmp_path / 'g16.png')
+    image = _decode(path, 6)
+    # exact 16-bit value (v / 257), not the truncated v >> 8 of a uint8 decode
+    np.testing.assert_allclose(image[..., 0], _scaled(gray16 / 257.0), atol=1e-5)
+    assert np.allclose(image[0, :3, 0], _scaled((0, 255, 200)), atol=1e-6)
+    # and within 1/2 level of its 8-bit version
+    path8 = _save(np.round(gray16 / 257.0).astype(np.uint8), tmp_path / 'g8.png')
+    assert np.abs(image - _decode(path8, 6)).max() <= 0.5 / 127.5 + 1e-6
+    np.testing.assert_array_equal(image[..., 0], image[..., 2])
+
+
+def test_16bit_rgb_png_equals_its_8bit_version(tmp_path):
+    rgb8 = _random_rgb(5, 7, seed=6)
+    rgb16 = rgb8.astype(np.uint16) * 257  # the 16-bit version of the same picture
+    path16 = str(tmp_path / 'c16.png')
+    tf.io.write_file(path16, tf.io.encode_png(rgb16))
+    path8 = _save(rgb8, tmp_path / 'c8.png')
+    np.testing.assert_allclose(_decode(path16, 8), _decode(path8, 8), atol=1e-5)
+    np.testing.assert_allclose(_decode(path16, 7)[:5], _decode(path8, 7)[:5], atol=1e-5)
+
+
+def test_bmp_is_pixel_exact(tmp_path):
+    rgb = _random_rgb(5, 5, seed=7)
+    np.testing.assert_array_equal(_decode(_save(rgb, tmp_path / 'b.bmp'), 5), _scaled(rgb))
+
+
+def test_grayscale_bmp_is_pixel_exact(tmp_path):
+    gray = np.random.default_rng(8).integers(0, 256, (5, 5), dtype=np.uint8)
+    image = _decode(_save(gray, tmp_path / 'g.bmp'), 5)
+    np.testing.assert_array_equal(image, np.repeat(_scaled(gray)[..., None], 3, axis=-1))
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path):
+    frames = [Image.new('RGB', (6, 6), colour).convert('P', palette=Image.Palette.ADAPTIVE)
+              for colour in ((250, 20, 20), (20, 20, 250))]
+    path = str(tmp_path / 'anim.gif')
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    expected = np.array(Image.open(path).convert('RGB'))  # PIL opens frame 0
+    assert expected[0, 0, 0] > 200 and expected[0, 0, 2] < 50
+    np.testing.assert_array_equal(_decode(path, 6), _scaled(expected))
+
+
+def test_jpeg_solid_colour_is_close(tmp_path):
+    path = _save(np.full((16, 16, 3), (200, 40, 90), np.uint8), tmp_path / 'c.jpg', quality=100)
+    image = _decode(path, 16)
+    assert np.abs(image - _scaled((200, 40, 90))).max() <= 3 / 127.5
+
+
+@pytest.mark.parametrize('subsampling', [0, 2])  # 4:4:4 and 4:2:0 chroma
+def test_jpeg_matches_accurate_libjpeg_decoding(tmp_path, subsampling):
+    rgb = np.kron(_random_rgb(4, 4, seed=9), np.ones((4, 4, 1), np.uint8))  # sharp 4x4 blocks
+    path = _save(rgb, tmp_path / 'r.jpeg', quality=95, subsampling=subsampling)
+    expected = np.array(Image.open(path).convert('RGB'))  # PIL: libjpeg's accurate integer IDCT
+    # TF's default fast IDCT is off by 10+ levels here
+    assert np.abs(_decode(path, 16) - _scaled(expected)).max() <= 1 / 127.5 + 1e-6
+
+
+def test_grayscale_jpeg_gives_three_equal_channels(tmp_path):
+    path = _save(np.full((8, 8), 77, np.uint8), tmp_path / 'g.jpg', quality=100)
+    image = _decode(path, 8)
+    np.testing.assert_array_equal(image[..., 0], image[..., 1])
+    np.testing.assert_array_equal(image[..., 0], image[..., 2])
+    assert np.abs(image - _scaled(77)).max() <= 1 / 127.5
+
+
+def test_resize_is_bilinear_without_antialias_by_default(tmp_path):
+    rgb = _random_rgb(12, 20, seed=10)  # non-square: squashed to a square, no crop
+    path = _save(rgb, tmp_path / 'big.png')
+    for antialias in (False, True):
+        expected = tf.image.resize(rgb.astype(np.float32), [8, 8], 'bilinear', antialias=antialias)
+        np.testing.assert_allclose(_decode(path, 8, antialias=antialias), _scaled(expected.numpy()), atol=1e-5)
+    assert np.abs(_decode(path, 8) - _decode(path, 8, antialias=True)).max() > 0.05
+
+
+def test_upscaling_a_solid_image_keeps_its_colour(tmp_path):
+    path = _save(np.full((3, 5, 3), (0, 128, 255), np.uint8), tmp_path / 's.png')
+    np.testing.assert_allclose(_decode(path, 16), np.broadcast_to(_scaled((0, 128, 255)), (16, 16, 3)), atol=1e-6)
+
+
+def test_decode_image_accepts_bytes_and_path_objects(tmp_path):
+    rgb = _random_rgb(4, 4, seed=11)
+    path = tmp_path / 'x.png'
+    _save(rgb, path)
+    np.testing.assert_array_equal(utils.decode_image(path.read_bytes(), 4).numpy(), _scaled(rgb))
+    np.testing.assert_array_equal(utils.decode_image(path, 4).numpy(), _scaled(rgb))
+
+
+def test_mixed_formats_and_sizes_make_one_dataset(tmp_path):
+    rng = np.random.default_rng(12)
+    d = tmp_path / 'mixed'
+    d.mkdir()
+    _save(rng.integers(0, 256, (9, 13, 3), dtype=np.uint8), d / 'a.png')
+    _save(rng.integers(0, 256, (20, 20), dtype=np.uint8), d / 'b.jpg')
+    _save(rng.integers(0, 256, (5, 5, 4), dtype=np.uint8), d / 'c.PNG')
+    _save(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), d / 'd.bmp')
+    _save(Image.fromarray(rng.integers(0, 256, (7, 3, 3), dtype=np.uint8)).convert('P'), d / 'e.gif')
+    _save(Image.fromarray(rng.integers(0, 65536, (4, 9)).astype(np.uint16)), d / 'f.png')
+    ds = utils.make_dataset(str(d), 16, 6, repeat=False)
+    assert ds.n_files == 6
+    batches = [b.numpy() for b in ds]
+    assert len(batches) == 1 and batches[0].shape == (6, 16, 16, 3) and batches[0].dtype == np.float32
+    assert batches[0].min() >= -1 and batches[0].max() <= 1
+
+
+# ---------------------------------------------------------------------------------------
+# Listing files and input errors
+# ---------------------------------------------------------------------------------------
+
+def test_list_image_files_recursive_sorted_any_case(tmp_path):
+    (tmp_path / 'sub' / 'deeper').mkdir(parents=True)
+    for name in ('b.JPG', 'a.png', 'sub/c.Jpeg', 'sub/deeper/d.bmp', 'sub/e.GIF', 'notes.txt', 'f.webp'):
+        (tmp_path / name).write_bytes(b'x')
+    expected = sorted(str(tmp_path / n) for n in ('b.JPG', 'a.png', 'sub/c.Jpeg', 'sub/deeper/d.bmp', 'sub/e.GIF'))
+    assert utils.list_image_files(str(tmp_path)) == expected
+    assert utils.list_image_files(tmp_path) == expected  # os.PathLike
+    assert utils.list_image_files(str(tmp_path / '**' / '*')) == expected
+    assert utils.list_image_files(str(tmp_path / '*.png')) == [str(tmp_path / 'a.png')]
+
+
+def test_glob_matching_nothing_raises_with_the_pattern(tmp_path):
+    pattern = str(tmp_path / 'nothing_here' / '*.png')
+    with pytest.raises(utils.DataError, match='nothing_here'):
+        utils.list_image_files(pattern)
+    with pytest.raises(utils.DataError, match='nothing_here'):
+        utils.make_dataset(pattern, 8, 2)
+
+
+def test_empty_pattern_raises(tmp_path):
+    with pytest.raises(utils.DataError, match="''"):
+        utils.list_image_files('')
+
+
+def test_glob_matching_only_non_images_raises_with_the_pattern(tmp_path):
+    (tmp_path / 'a.txt').write_text('hello')
+    with pytest.raises(utils.DataError, match=r"a\.txt' matches 1 files but no image"):
+        utils.list_image_files(str(tmp_path / 'a.txt'))
+
+
+def test_directory_without_images_raises_with_its_name(tmp_path):
+    d = tmp_path / 'no_images_dir'
+    d.mkdir()
+    (d / 'readme.txt').write_text('no images')
+    with pytest.raises(utils.DataError, match='no_images_dir.*no image files'):
+        utils.list_image_files(str(d))
+    with pytest.raises(utils.DataError, match='no_images_dir'):
+        utils.make_dataset(str(d), 8, 1)
+
+
+def test_data_error_is_a_value_error():
+    assert issubclass(utils.DataError, ValueError)
+
+
+def test_fewer_files_than_a_batch_raises_with_counts(tmp_path):
+    _solid_pngs(tmp_path, 3)
+    with pytest.raises(utils.DataError, match=r'Only 3 usable .*batch_size=4.*lower batch_size'):
+        utils.make_dataset(str(tmp_path), 4, 4)
+    utils.make_dataset(str(tmp_path), 4, 3)  # exactly one batch is enough
+
+
+# ---------------------------------------------------------------------------------------
+# Bad files: found, named, skipped
+# ---------------------------------------------------------------------------------------
+
+def _bad_files(directory):
+    """Files that look like images by name but cannot be decoded, keyed by a short tag."""
+    os.makedirs(directory, exist_ok=True)
+    jpeg = _save(_random_rgb(32, 32, seed=13), os.path.join(directory, 'full.jpg'))
+    data = open(jpeg, 'rb').read()
+    os.remove(jpeg)
+    png = open(_save(_random_rgb(8, 8, seed=14), os.path.join(directory, 'full.png')), 'rb').read()
+    os.remove(os.path.join(directory, 'full.png'))
+    contents = {
+        'text.jpg': b'this is not an image\n',
+        'truncated.jpg': data[:len(data) // 2],
+        'truncated.png': png[:len(png) - 20],
+        'random.png': np.random.default_rng(15).integers(0, 256, 500, dtype=np.uint8).tobytes(),
+        'empty.gif': b'',
+    }
+    paths = {}
+    for name, content in contents.items():
+        paths[name] = os.path.join(directory, name)
+        with open(paths[name], 'wb') as f:
+            f.write(content)
+    paths['one_bit.bmp'] = _save(Image.fromarray(_random_rgb(8, 8)).convert('1'), os.path.join(directory, 'one_bit.bmp'))
+    paths['palette.bmp'] = _save(Image.fromarray(_random_rgb(8, 8)).convert('P'), os.path.join(directory, 'palette.bmp'))
+    return paths
+
+
+def test_check_images_finds_every_kind_of_bad_file(tmp_path):
+    good = _solid_pngs(tmp_path / 'good', 3)
+    good.append(_save(_random_rgb(8, 8), tmp_path / 'good' / 'ok.jpg'))
+    good.append(_save(_random_rgb(8, 8), tmp_path / 'good' / 'ok.gif'))
+    good.append(_save(_random_rgb(8, 8), tmp_path / 'good' / 'ok.bmp'))
+    bad = sorted(_bad_files(tmp_path / 'bad').values())
+    with pytest.warns(utils.DataWarning):
+        found_good, found_bad = utils.check_images(good + bad)
+    assert found_good == good
+    assert sorted(found_bad) == bad
+
+
+def test_check_images_accepts_good_files_silently(tmp_path):
+    files = _solid_pngs(tmp_path, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert utils.check_images(files) == (files, [])
+
+
+def test_warning_counts_bad_files_and_names_at_most_five(tmp_path):
+    bad = sorted(_bad_files(tmp_path).values())  # 7 files
+    good = _solid_pngs(tmp_path / 'good', 2)
+    with pytest.warns(utils.DataWarning, match='Skipping 7 of 9') as record:
+        utils.check_images(bad + good)
+    message = str(record[0].message)
+    assert sum(os.path.basename(f) in message for f in bad) == 5
+    assert 'and 2 more' in message
+
+
+def test_bad_files_are_skipped_with_a_warning_and_the_rest_loads(tmp_path):
+    good = _solid_pngs(tmp_path, 5)
+    text_jpg = tmp_path / 'fake.jpg'
+    text_jpg.write_text('not a jpeg')
+    corrupt = tmp_path / 'corrupt.png'
+    corrupt.write_bytes(b'\x89PNG\r\n\x1a\n' + b'\x00' * 40)
+    with pytest.warns(utils.DataWarning, match=r'Skipping 2 of 7.*corrupt\.png.*fake\.jpg'):
+        ds = utils.make_dataset(str(tmp_path), 4, 1, repeat=False)
+    assert ds.n_files == 5
+    assert sorted(_ids(np.concatenate([b.numpy() for b in ds]))) == list(range(len(good)))
+
+
+def test_only_bad_files_raises(tmp_path):
+    _bad_files(tmp_path)
+    with pytest.warns(utils.DataWarning), pytest.raises(utils.DataError, match='None of the 7'):
+        utils.make_dataset(str(tmp_path), 8, 1)
+
+
+def test_damage_the_check_cannot_see_is_skipped_while_decoding(tmp_path):
+    files = _solid_pngs(tmp_path, 4, size=8)
+    # valid JPEG header and end marker around garbage: passes check_images, fails decoding
+    data = open(_save(_random_rgb(16, 16), tmp_path / 'x.jpg'), 'rb').read()
+    (tmp_path / 'x.jpg').write_bytes(data[:20] + b'\x00' * 200 + data[-2:])
+    assert utils.check_images([str(tmp_path / 'x.jpg')])[0] == [str(tmp_path / 'x.jpg')]
+    ds = utils.make_dataset(str(tmp_path), 8, 1, repeat=False, shuffle=False)
+    assert ds.n_files == 5
+    assert sorted(_ids(np.concatenate([b.numpy() for b in ds]))) == list(range(len(files)))
+
+
+# ---------------------------------------------------------------------------------------
+# Batching and shuffling
+# ---------------------------------------------------------------------------------------
+
+def test_batches_have_a_fixed_size(tmp_path):
+    _solid_pngs(tmp_path, 10)
+    ds = utils.make_dataset(str(tmp_path), 4, 4, repeat=False)
+    assert ds.element_spec.shape == (4, 4, 4, 3)  # static, for the XLA train step
+    assert [b.shape[0] for b in ds] == [4, 4]  # the 2 leftover images are dropped
+    ds = utils.make_dataset(str(tmp_path), 4, 4)
+    assert [b.shape for b in ds.take(7)] == [(4, 4, 4, 3)] * 7
+
+
+@pytest.mark.parametrize('cache', [True, False])
+def test_every_epoch_has_every_image_once_in_a_new_order(tmp_path, cache):
+    n = 16
+    _solid_pngs(tmp_path, n)
+    # seeded: decoding order is deterministic, so only reshuffling can change the order
+    ds = utils.make_dataset(str(tmp_path), 4, n, cache=cache, seed=0)
+    epochs = [_ids(b.numpy()) for b in ds.take(3)]
+    for order in epochs:
+        assert sorted(order) == list(range(n))
+    assert epochs[0] != epochs[1] and epochs[1] != epochs[2]
+    assert epochs[0] != list(range(n))
+
+
+def test_default_cache_choice_still_reshuffles(tmp_path):
+    _solid_pngs(tmp_path, 12)
+    ds = utils.make_dataset(str(tmp_path), 4, 12)  # small: cached in memory
+    epochs = [_ids(b.numpy()) for b in ds.take(2)]
+    assert epochs[0] != epochs[1]
+
+
+def test_seed_makes_the_order_reproducible(tmp_path):
+    _solid_pngs(tmp_path, 12)
+    orders = [[_ids(b.numpy()) for b in utils.make_dataset(str(tmp_path), 4, 12, seed=3, cache=cache).take(2)]
+              for cache in (True, True, False, False)]
+    assert orders[0] == orders[1] and orders[2] == orders[3]
+    assert orders[0][0] != orders[0][1]
+
+
+def test_no_shuffle_keeps_file_order(tmp_path):
+    _solid_pngs(tmp_path, 6)
+    ds = utils.make_dataset(str(tmp_path), 4, 3, shuffle=False, seed=0, repeat=False)
+    assert [_ids(b.numpy()) for b in ds] == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_make_dataset_accepts_a_file_list(tmp_path):
+    files = _solid_pngs(tmp_path, 6)
+    ds = utils.make_dataset(files[:4], 4, 2, repeat=False)
+    assert ds.n_files == 4
+    assert sorted(_ids(np.concatenate([b.numpy() for b in ds]))) == [0, 1, 2, 3]
+    with pytest.raises(utils.DataError):
+        utils.make_dataset([], 4, 2)
+
+
+# ---------------------------------------------------------------------------------------
+# uint8 reader for FID
+# ---------------------------------------------------------------------------------------
+
+def test_decode_uint8_images_gives_rounded_uint8_batches_in_file_order(tmp_path):
+    files = _solid_pngs(tmp_path / 'solid', 5)
+    batches = list(utils.decode_uint8_images(files, 4, batch_size=2))
+    assert [b.shape for b in batches] == [(2, 4, 4, 3), (2, 4, 4, 3), (1, 4, 4, 3)]
+    assert all(b.dtype == np.uint8 for b in batches)
+    np.testing.assert_array_equal(np.concatenate(batches)[:, 0, 0, 0], [0, 10, 20, 30, 40])
+    rgb = _random_rgb(9, 14, seed=16)
+    path = _save(rgb, tmp_path / 'r.png')
+    (batch,) = utils.decode_uint8_images(path, 6)
+    resized = tf.image.resize(rgb.astype(np.float32), [6, 6], 'bilinear').numpy()
+    np.testing.assert_array_equal(batch[0], np.round(resized).astype(np.uint8))
+    assert np.abs(batch[0].astype(np.float32) - resized).max() > 0.01  # really rounded, not exact
+
+
+def test_decode_uint8_images_skips_bad_files(tmp_path):
+    files = _solid_pngs(tmp_path, 3)
+    (tmp_path / 'bad.png').write_text('nope')
+    with pytest.warns(utils.DataWarning, match='bad.png'):
+        batches = list(utils.decode_uint8_images(str(tmp_path), 4))
+    assert np.concatenate(batches).shape[0] == len(files)
+
+
+# ---------------------------------------------------------------------------------------
+# Procedural shapes dataset
+# ---------------------------------------------------------------------------------------
+
+def _age_files(pattern):
+    """Set every file's mtime to an hour ago, so a rewrite shows as a new mtime."""
+    old = time.time() - 3600
+    for f in tf.io.gfile.glob(pattern):
+        os.utime(f, (old, old))
+    return {f: os.stat(f).st_mtime for f in tf.io.gfile.glob(pattern)}
+
+
+def test_shapes_dataset_writes_n_varied_rgb_images(tmp_path):
+    pattern = utils.make_shapes_dataset(str(tmp_path / 'shapes'), n_images=30, img_size=16, seed=1)
+    files = utils.list_image_files(pattern)
+    assert len(files) == 30
+    images = np.stack([np.array(Image.open(f)) for f in files])
+    assert images.shape == (30, 16, 16, 3) and images.dtype == np.uint8
+    assert len({im.tobytes() for im in images}) == 30  # all different
+    assert (images.std(axis=(1, 2)) > 5).any(axis=-1).all()  # every image has some structure
+    assert os.path.exists(os.path.join(str(tmp_path / 'shapes'), utils.SHAPES_MARKER))
+    ds = utils.make_dataset(pattern, 16, 10)
+    assert ds.n_files == 30 and next(iter(ds)).shape == (10, 16, 16, 3)
+
+
+def test_shapes_dataset_is_deterministic_per_seed(tmp_path):
+    read = lambda pattern: [open(f, 'rb').read() for f in utils.list_image_files(pattern)]
+    a = read(utils.make_shapes_dataset(str(tmp_path / 'a'), n_images=5, img_size=16, seed=2))
+    b = read(utils.make_shapes_dataset(str(tmp_path / 'b'), n_images=5, img_size=16, seed=2))
+    c = read(utils.make_shapes_dataset(str(tmp_path / 'c'), n_images=5, img_size=16, seed=3))
+    assert a == b and a != c
+
+
+def test_shapes_dataset_second_call_writes_nothing(tmp_path):
+    out = str(tmp_path / 'shapes')
+    pattern = utils.make_shapes_dataset(out, n_images=20, img_size=16)
+    before = _age_files(os.path.join(out, '*'))
+    assert utils.make_shapes_dataset(out, n_images=20, img_size=16) == pattern
+    assert {f: os.stat(f).st_mtime for f in tf.io.gfile.glob(os.path.join(out, '*'))} == before
+
+
+def test_shapes_dataset_regenerates_without_marker(tmp_path):
+    out = str(tmp_path / 'shapes')
+    pattern = utils.make_shapes_dataset(out, n_images=20, img_size=16)
+    before = _age_files(pattern)
+    os.remove(os.path.join(out, utils.SHAPES_MARKER))  # as if killed before finishing
+    os.remove(sorted(before)[-1])
+    utils.make_shapes_dataset(out, n_images=20, img_size=16)
+    after = {f: os.stat(f).st_mtime for f in tf.io.gfile.glob(pattern)}
+    assert sorted(after) == sorted(before)
+    assert all(after[f] > before[f] for f in before)
+    assert os.path.exists(os.path.join(out, utils.SHAPES_MARKER))
+
+
+def test_shapes_dataset_regenerates_for_new_parameters_or_missing_files(tmp_path):
+    out = str(tmp_path / 'shapes')
+    pattern = utils.make_shapes_dataset(out, n_images=20, img_size=16)
+    assert len(utils.list_image_files(utils.make_shapes_dataset(out, n_images=8, img_size=16))) == 8
+    assert Image.open(utils.list_image_files(utils.make_shapes_dataset(out, n_images=8, img_size=12))[0]).size == (12, 12)
+    first = utils.list_image_files(pattern)[0]
+    os.remove(first)
+    utils.make_shapes_dataset(out, n_images=8, img_size=12)
+    assert os.path.exists(first)
