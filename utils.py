@@ -556,3 +556,83 @@ def _op_macs(op):
             sizes.update(zip(letters, tensor.shape.as_list()))
         return int(np.prod(list(sizes.values())))
     return 0
+
+
+# ---------------------------------------------------------------------------------------
+# Files and pictures
+# ---------------------------------------------------------------------------------------
+
+def write_json_atomic(path, data):
+    """Writes JSON so that a kill at any moment leaves the old file or the new one."""
+    tmp = f'{path}.tmp-{os.getpid()}'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=4)
+    os.replace(tmp, path)
+
+
+def to_uint8(images):
+    """Generator output in [-1, 1] -> uint8, as the authors store samples: x*127.5 + 127.5,
+    clipped to [0, 255], then truncated (numpy astype), so FIDs match theirs."""
+    images = np.asarray(images, dtype=np.float32)
+    return np.clip(images * 127.5 + 127.5, 0.0, 255.0).astype(np.uint8)
+
+
+def image_grid(images, columns=None):
+    """(N, H, W, 3) uint8 -> one (rows*H, columns*W, 3) uint8 grid, row-major."""
+    n, h, w, c = images.shape
+    columns = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / columns))
+    grid = np.zeros((rows * h, columns * w, c), np.uint8)
+    for i, image in enumerate(images):
+        r, col = divmod(i, columns)
+        grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = image
+    return grid
+
+
+def save_png_atomic(array, path):
+    from PIL import Image
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp-{os.getpid()}.png'
+    Image.fromarray(array).save(tmp)
+    os.replace(tmp, path)
+
+
+def save_image_grid(images, path, columns=None):
+    """Saves generator images (floats in [-1, 1]) as one PNG grid."""
+    save_png_atomic(image_grid(to_uint8(images), columns), path)
+
+
+def save_attention_maps(images, attention, path):
+    """One row per image: the image, then the attention map of every stage and head.
+
+    attention: the generator's [attn_8, attn_16, attn_32], each (B, heads, tokens); each
+    map is shown on its token grid (8x8, 16x16, 32x32) with its own colour scale.
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    images = to_uint8(images)
+    maps = [np.asarray(a, np.float32) for a in attention]
+    heads = [m.shape[1] for m in maps]
+    n_cols = 1 + sum(heads)
+    fig, axes = plt.subplots(len(images), n_cols, squeeze=False,
+                             figsize=(1.6 * n_cols, 1.7 * len(images)))
+    for row, image in enumerate(images):
+        axes[row, 0].imshow(image)
+        axes[row, 0].set_title('sample', fontsize=7)
+        col = 1
+        for stage_maps in maps:
+            side = int(round(np.sqrt(stage_maps.shape[2])))
+            for head in range(stage_maps.shape[1]):
+                axes[row, col].imshow(stage_maps[row, head].reshape(side, side),
+                                      cmap='inferno', interpolation='nearest')
+                axes[row, col].set_title(f'{side}x{side} head {head}', fontsize=7)
+                col += 1
+    for ax in axes.flat:
+        ax.axis('off')
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp-{os.getpid()}.png'
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
