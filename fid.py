@@ -36,6 +36,7 @@ import warnings
 
 import numpy as np
 from scipy import linalg
+from scipy.special import xlogy
 from tqdm import tqdm
 
 TF2015_URL = 'http://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz'
@@ -85,6 +86,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     if not np.isfinite(covmean).all():
         # A (near) singular product, e.g. fewer samples than dimensions: shift both
         # covariances by eps*I as pytorch-fid and TTUR do.
+        warnings.warn(f'sqrtm(sigma1 @ sigma2) is not finite; adding {eps} to the '
+                      'diagonals of the covariances', RuntimeWarning)
         offset = np.eye(len(sigma1)) * eps
         covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
@@ -131,15 +134,6 @@ def inception_score(probs, splits=10):
         kl = (xlogy(part, part) - xlogy(part, p_y)).sum(axis=1).mean()
         scores.append(np.exp(kl))
     return float(np.mean(scores)), float(np.std(scores))
-
-
-def xlogy(x, y):
-    """x * log(y), with 0 where x == 0."""
-    out = np.zeros(np.broadcast(x, y).shape)
-    x, y = np.broadcast_arrays(x, y)
-    mask = x != 0
-    out[mask] = x[mask] * np.log(y[mask])
-    return out
 
 
 def _block_rows(n_cols, max_elements=2 ** 25):
@@ -223,7 +217,7 @@ def list_images(pattern):
     return sorted(paths)
 
 
-def select_files(paths, n, seed):
+def select_files(paths, n, seed, what='images'):
     """n files drawn without replacement with a seeded shuffle; n='all' (or None): all.
 
     Like the authors' list_files(seed=42).take(n), but not the same order as tf.data.
@@ -232,7 +226,7 @@ def select_files(paths, n, seed):
         return list(paths)
     n = int(n)
     if n > len(paths):
-        raise FIDError(f'asked for {n} images but only {len(paths)} were found')
+        raise FIDError(f'asked for {n} {what} but only {len(paths)} were found')
     order = np.random.default_rng(seed).permutation(len(paths))[:n]
     return [paths[i] for i in sorted(order)]
 
@@ -242,7 +236,9 @@ def load_images(paths, batch_size=50, img_size=None, resize_method='bilinear'):
 
     Grayscale is repeated to RGB and alpha dropped. With img_size, images of another
     size are resized (tf.image.resize, no antialias, as the authors) and rounded to
-    uint8; without it, all images in a batch must share one size.
+    uint8, as if the data set had been stored resized; the authors' monitor keeps the
+    resized floats (a difference of at most 0.5/255). Without img_size, all images in
+    a batch must share one size.
     """
     # TODO: reuse the project's data pipeline in utils.py once it exists.
     import tensorflow as tf
@@ -300,12 +296,17 @@ class KerasInception:
             self.model = keras.applications.InceptionV3(
                 include_top=False, pooling='avg', weights=weights)
         except Exception as e:  # keras wraps the download error in a bare Exception
-            if weights != 'imagenet':
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+            if weights is None:
                 raise
+            if weights != 'imagenet':
+                raise FIDUnavailable(f'cannot load Keras InceptionV3 weights {weights}: '
+                                     f'{reason}') from None
+            keras_dir = os.environ.get('KERAS_HOME', os.path.join('~', '.keras'))
             raise FIDUnavailable(
-                f'cannot get the Keras InceptionV3 ImageNet weights ({type(e).__name__}); '
-                f'put {KERAS_WEIGHTS_FILE} in ~/.keras/models/ or pass its path '
-                '(--inception_path)') from None
+                f'cannot get the Keras InceptionV3 ImageNet weights ({reason}); put '
+                f'{KERAS_WEIGHTS_FILE} in {os.path.join(keras_dir, "models")}/ or pass '
+                'its path (--inception_path)') from None
         if weights is None:
             self.name = f'keras-inceptionv3-random-{uuid.uuid4().hex}'  # never cached
         elif weights == 'imagenet':
@@ -389,16 +390,20 @@ class TF2015Inception:
 def _file_id(path):
     # Identifies a weights file in cache keys without hashing hundreds of MB.
     st = os.stat(path)
-    return f'{os.path.basename(path)}-{st.st_size}'
+    return f'{os.path.basename(path)}-{st.st_size}-{st.st_mtime_ns}'
 
 
 def _download(url, dest):
     """Download url to dest (atomic)."""
     tmp = f'{dest}.part-{os.getpid()}'
-    with urllib.request.urlopen(url, timeout=60) as r, open(tmp, 'wb') as f:
-        while chunk := r.read(1 << 20):
-            f.write(chunk)
-    os.replace(tmp, dest)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, 'wb') as f:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def get_tf2015_graph(path=None, cache_dir=None):
@@ -421,6 +426,7 @@ def get_tf2015_graph(path=None, cache_dir=None):
             with tar.extractfile(member) as src, open(graph + '.part', 'wb') as dst:
                 dst.write(src.read())
         os.replace(graph + '.part', graph)
+        os.remove(tgz)  # 88 MB that is no longer needed
     except (OSError, urllib.error.URLError, tarfile.TarError, StopIteration) as e:
         raise FIDUnavailable(
             f'cannot download the Inception 2015 graph ({type(e).__name__}: {e}); get '
@@ -463,7 +469,7 @@ def compute_features(batches, extractor, n=None, desc='features'):
             if n is not None and count >= n:
                 break
     if count == 0 or (n is not None and count < n):
-        raise FIDError(f'got {count} images, expected {n}')
+        raise FIDError(f'got {count} images, expected {n or "some"}')
     return {key: np.concatenate(value) for key, value in chunks.items()}
 
 
@@ -553,6 +559,29 @@ def compute_metrics(real_feats, fake, metrics, seed=0):
     return results
 
 
+class InLoopFID:
+    """The authors' in-training monitor (SPEC.md §7), for train.py.
+
+    conf['n_fid_real'] EMA samples (fresh noise each call, as the authors) against as
+    many real images listed with seed 42, Keras InceptionV3 features; the real
+    statistics are computed once (and cached on disk when cache_dir is given).
+    Raises FIDUnavailable when the Keras weights are missing.
+    """
+
+    def __init__(self, eval_dir, conf, weights='imagenet', cache_dir=None, seed=42):
+        self.n = conf['n_fid_real']
+        self.batch_size = conf['fid_batch_size']
+        files = select_files(list_images(eval_dir), self.n, seed, 'real images')
+        self.extractor = KerasInception(weights=weights)
+        self.real = real_stats(files, self.n, conf['img_size'], self.extractor.name,
+                               self.extractor, cache_dir, batch_size=self.batch_size)
+
+    def __call__(self, generator):
+        batches = generator_batches(generator, self.n, self.batch_size, seed=None)
+        fake = compute_features(batches, self.extractor, n=self.n, desc='FID')['features']
+        return frechet_distance(self.real['mu'], self.real['sigma'], *feature_stats(fake))
+
+
 # ---------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------
@@ -582,7 +611,8 @@ def parse_args(argv=None):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--fake_dir', help='generated images: a glob pattern or a directory')
     src.add_argument('--model_dir', help='run directory; samples its EMA generator')
-    p.add_argument('--n_fake', type=int, default=50000, help='generated images (default 50000)')
+    p.add_argument('--n_fake', default='50000',
+                   help="generated images (default 50000; 'all' for all of --fake_dir)")
     p.add_argument('--n_real', default='all', help="real images: a number or 'all' (default)")
     p.add_argument('--metrics', default='fid', help='comma list of fid,kid,is,pr (default fid)')
     p.add_argument('--network', choices=('tf2015', 'keras'), default='tf2015',
@@ -624,10 +654,10 @@ def run(args):
     n_fake = _parse_n(args.n_fake, 'n_fake')
     if n_fake == 'all' and args.model_dir:
         raise FIDError('--n_fake must be a number with --model_dir')
-    real_files = select_files(list_images(args.eval_dir), n_real, args.seed)
+    real_files = select_files(list_images(args.eval_dir), n_real, args.seed, 'real images')
     fake_files = None
     if args.fake_dir:
-        fake_files = select_files(list_images(args.fake_dir), n_fake, args.seed)
+        fake_files = select_files(list_images(args.fake_dir), n_fake, args.seed, 'fake images')
     elif not os.path.isdir(args.model_dir):
         raise FIDError(f'--model_dir {args.model_dir} is not a directory')
     weights = args.inception_path

@@ -81,7 +81,8 @@ def test_fid_adds_eps_when_sqrtm_is_not_finite(monkeypatch):
     monkeypatch.setattr(fid.linalg, 'sqrtm', flaky_sqrtm)
     s1, s2 = np.array([1.0, 2.0]), np.array([3.0, 0.5])
     eps = 1e-2
-    got = fid.frechet_distance(np.zeros(2), np.diag(s1), np.zeros(2), np.diag(s2), eps=eps)
+    with pytest.warns(RuntimeWarning, match='not finite'):
+        got = fid.frechet_distance(np.zeros(2), np.diag(s1), np.zeros(2), np.diag(s2), eps=eps)
     expected = np.sum(s1 + s2 - 2 * np.sqrt((s1 + eps) * (s2 + eps)))
     assert len(calls) == 2 and got == pytest.approx(expected, rel=1e-9)
 
@@ -357,6 +358,18 @@ def test_keras_inception_random_weights_gives_2048_features():
     np.testing.assert_allclose(ext(images[::-1])['features'][::-1], feats, rtol=1e-4, atol=1e-5)
 
 
+def test_keras_inception_falls_back_when_xla_cannot_compile():
+    import tensorflow as tf
+    ext = object.__new__(fid.KerasInception)
+    ext._jit, ext._fn = True, None
+    # numpy_function has no XLA kernel: the jit-compiled call fails, the plain one works.
+    ext._forward = lambda images: tf.numpy_function(
+        lambda x: x.reshape(len(x), -1).astype(np.float32), [images], tf.float32)
+    images = np.arange(24, dtype=np.uint8).reshape(2, 2, 2, 3)
+    np.testing.assert_array_equal(ext(images)['features'], images.reshape(2, -1))
+    np.testing.assert_array_equal(ext(images)['features'], images.reshape(2, -1))
+
+
 def test_keras_inception_offline_is_unavailable(monkeypatch):
     import keras
 
@@ -540,6 +553,41 @@ def test_model_dir_uses_the_ema_generator(tmp_path, monkeypatch, small_graph):
     expected = fid.compute_metrics(real_f, ext(fakes), ['fid', 'is'])
     assert res['fid'] == pytest.approx(expected['fid'], rel=1e-4)
     assert res['is_mean'] == pytest.approx(expected['is_mean'], rel=1e-4)
+
+
+def test_in_loop_fid_matches_direct_computation(tmp_path, monkeypatch, real_files):
+    class Stub(CountingExtractor):
+        name = 'stub'
+
+        def __init__(self, weights):
+            super().__init__()
+
+    monkeypatch.setattr(fid, 'KerasInception', Stub)
+
+    fixed = np.random.default_rng(17).uniform(-1, 1, (4, 8, 8, 3)).astype(np.float32)
+
+    class Gen:  # ignores the (unseeded) noise so that the FID is known
+        noise_dim = 3
+
+        def __call__(self, z, training):
+            return fixed[:len(z)], []
+
+    conf = {'n_fid_real': 10, 'fid_batch_size': 4, 'img_size': 8}
+    monitor = fid.InLoopFID(os.path.dirname(real_files[0]), conf, weights=None,
+                            cache_dir=str(tmp_path / 'c'))
+    assert monitor.extractor.calls == 3 and not monitor.real['from_cache']
+    assert fid.InLoopFID(os.path.dirname(real_files[0]), conf, None,
+                         str(tmp_path / 'c')).real['from_cache']
+    value = monitor(Gen())
+    assert monitor.extractor.calls == 6
+    chosen = fid.select_files(sorted(real_files), 10, seed=42)
+    real = np.stack([np.asarray(Image.open(p)) for p in chosen])
+    mu, sigma = fid.feature_stats(Stub(None)(real)['features'])
+    fakes = fid.fake_uint8(np.concatenate([fixed, fixed, fixed[:2]]))
+    expected = fid.frechet_distance(mu, sigma, *fid.feature_stats(Stub(None)(fakes)['features']))
+    assert value == pytest.approx(expected, rel=1e-9)
+    np.testing.assert_allclose(monitor.real['mu'], mu, rtol=1e-12)
+    np.testing.assert_allclose(monitor.real['sigma'], sigma, rtol=1e-12)
 
 
 def test_cli_help_explains_the_networks():
