@@ -240,7 +240,8 @@ def load_images(paths, batch_size=50, img_size=None, resize_method='bilinear'):
     resized floats (a difference of at most 0.5/255). Without img_size, all images in
     a batch must share one size.
     """
-    # TODO: reuse the project's data pipeline in utils.py once it exists.
+    # TODO: reuse utils.decode_uint8_images (the project's data pipeline, written
+    # concurrently; it always resizes, so fakes of unknown size need img_size first).
     import tensorflow as tf
 
     def decode(path):
