@@ -249,6 +249,7 @@ class Run:
     def evaluate_and_save(self, idx):
         """FID, pictures and checkpoints, as the authors: best first when FID improved."""
         import tensorflow as tf
+        from tqdm import tqdm
         n_images = idx * self.conf['batch_size']
         fid_value = self._compute_fid()
         self._save_pictures(n_images)
@@ -264,7 +265,7 @@ class Run:
             self.managers['best'].save(checkpoint_number=n_images)
         self.managers['regular'].save(checkpoint_number=n_images)
         fid_text = 'off' if fid_value is None else f'{fid_value:.2f}'
-        print(f'\n[{n_images:,} images] FID {fid_text}; checkpoint ckpt-{n_images}'
+        tqdm.write(f'[{n_images:,} images] FID {fid_text}; checkpoint ckpt-{n_images}'
               + (' (best)' if improved else ''))
 
     def _compute_fid(self):
@@ -285,6 +286,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         import config
+        import fid
         import utils
         asked = resolve_run(args)
         conf = settle_config(args.model_dir, asked, args.override_config)
@@ -293,7 +295,8 @@ def main(argv=None):
         print('\nInterrupted; rerun the same command to resume from the last checkpoint.',
               file=sys.stderr)
         return 130
-    except (TrainingError, config.ConfigError, utils.CheckpointError, utils.DataError) as e:
+    except (TrainingError, config.ConfigError, utils.CheckpointError, utils.DataError,
+            fid.FIDError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     return 0
