@@ -1,0 +1,628 @@
+"""Sample images from a trained or released LadaGAN generator, plot its attention, walk
+its latent space, make a learning-progress GIF, and export it for serving.
+
+    python generate.py --pretrained cifar10 --n 64 --seed 1 --out samples.png   # a grid
+    python generate.py --model_dir runs/tiny --n 10000 --out samples/           # one PNG each
+    python generate.py --model_dir runs/tiny --n 5 --interpolate 16 --out walk.gif
+    python generate.py --model_dir runs/tiny --n 8 --attention --out maps.png
+    python generate.py --model_dir runs/tiny --export_keras g.keras --export_savedmodel g_tf
+    python generate.py --progress_gif runs/tiny/images progress.gif
+
+The same --seed gives the same images (noise from a stateless RNG; sampling runs in
+fixed-size XLA batches). Bad input ends with one line `error: ...` and exit code 2.
+
+Python API: sample_noise, slerp, interpolation_noise, generate, Sampler, save_gif,
+make_progress_gif, export_keras, export_savedmodel.
+"""
+import argparse
+import contextlib
+import glob
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import weakref
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Hides what native code writes to stderr (TensorFlow's start-up log lines, which
+    ignore TF_CPP_MIN_LOG_LEVEL), unless TF_CPP_MIN_LOG_LEVEL is 0."""
+    if os.environ.get('TF_CPP_MIN_LOG_LEVEL', '0') in ('', '0'):
+        yield
+        return
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2
+        yield
+        return
+    try:
+        with open(os.devnull, 'w') as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+with _quiet_native_stderr():
+    import tensorflow as tf  # noqa: E402
+    tf.config.list_physical_devices('GPU')  # the CUDA probe logs an error on CPU machines
+
+import keras  # noqa: E402
+
+import utils  # noqa: E402
+
+GRID_LIMIT = 1024         # more images than this go to a directory, not one grid PNG
+ATTENTION_PER_PAGE = 8    # images (rows) per attention PNG
+OTHER_IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
+PROGRESS_PATTERN = re.compile(r'samples-(\d+)\.png$')  # train.py: images/samples-<n:09d>.png
+
+
+class UsageError(Exception):
+    """Unusable command-line input; the message says what to change."""
+
+
+# ---------------------------------------------------------------------------------------
+# Noise and interpolation
+# ---------------------------------------------------------------------------------------
+
+def sample_noise(n, noise_dim, seed, truncation=1.0):
+    """(n, noise_dim) float32 z ~ N(0, I) * truncation; the same seed gives the same z.
+
+    Drawn at once with a stateless RNG, so the result does not depend on the batch size
+    or on earlier random calls.
+    """
+    z = tf.random.stateless_normal([int(n), int(noise_dim)], seed=[int(seed), 0],
+                                   dtype=tf.float32)
+    return (z * float(truncation)).numpy()
+
+
+def slerp(z0, z1, t):
+    """Spherical interpolation from z0 (t=0) to z1 (t=1); t: scalar or 1-D -> (len(t), d).
+
+    Moves along the great circle between the directions of z0 and z1 (norms blend along);
+    falls back to linear interpolation when they are (anti)parallel.
+    """
+    z0, z1 = np.asarray(z0, np.float64), np.asarray(z1, np.float64)
+    t = np.atleast_1d(np.asarray(t, np.float64))[:, None]
+    cos = np.dot(z0, z1) / max(np.linalg.norm(z0) * np.linalg.norm(z1), 1e-12)
+    omega = np.arccos(np.clip(cos, -1.0, 1.0))
+    if np.sin(omega) < 1e-6:
+        return (1 - t) * z0 + t * z1
+    return (np.sin((1 - t) * omega) * z0 + np.sin(t * omega) * z1) / np.sin(omega)
+
+
+def interpolation_noise(keyframes, steps):
+    """Key z's (k, d) -> ((k-1)*steps + 1, d) float32: `steps` frames from each key to
+    the next (slerp), then the last key."""
+    keyframes = np.asarray(keyframes, np.float32)
+    if len(keyframes) < 2 or steps < 1:
+        raise UsageError('interpolation needs at least 2 keyframes (--n 2 or more) and '
+                         '--interpolate 1 or more steps')
+    t = np.arange(steps) / steps
+    parts = [slerp(a, b, t) for a, b in zip(keyframes[:-1], keyframes[1:])]
+    return np.concatenate(parts + [keyframes[-1:]]).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------
+# Sampling
+# ---------------------------------------------------------------------------------------
+
+class Sampler:
+    """Runs a generator on fixed-size batches through one compiled function per output kind.
+
+    The last batch is padded to batch_size, so a run compiles one XLA program however
+    many images it makes. jit_compile=False runs the plain graph instead.
+    """
+
+    def __init__(self, generator, batch_size=50, jit_compile=True):
+        self.generator = generator
+        self.batch_size = int(batch_size)
+        call = lambda z: generator(z, training=False)  # noqa: E731
+        self._images = tf.function(lambda z: call(z)[0], jit_compile=jit_compile)
+        self._with_attention = tf.function(call, jit_compile=jit_compile)
+
+    def batches(self, noise, attention=False, progress=True):
+        """Yields (start, images, attention) per batch of noise (N, noise_dim), as numpy.
+
+        images: float32 (b, S, S, 3); attention: [attn_8, attn_16, attn_32], each
+        (b, heads, tokens), or None without attention. tqdm shows progress on a terminal.
+        """
+        from tqdm import tqdm
+        noise = np.asarray(noise, np.float32)
+        n = len(noise)
+        batch = max(1, min(self.batch_size, n))
+        n_batches = math.ceil(n / batch)
+        bar = tqdm(total=n, unit='img', desc='sampling', leave=False,
+                   disable=True if (n_batches < 2 or not progress) else None)
+        with bar:
+            for start in range(0, n, batch):
+                z = noise[start:start + batch]
+                size = len(z)
+                if size < batch:
+                    z = np.concatenate([z, np.zeros((batch - size, z.shape[1]), np.float32)])
+                if attention:
+                    images, maps = self._with_attention(tf.constant(z))
+                    maps = [m.numpy()[:size] for m in maps]
+                else:
+                    images, maps = self._images(tf.constant(z)), None
+                yield start, images.numpy()[:size], maps
+                bar.update(size)
+
+    def __call__(self, noise, attention=False, progress=True):
+        """All images (N, S, S, 3) float32, and the attention maps (or None)."""
+        images, maps = [], []
+        for _, batch_images, batch_maps in self.batches(noise, attention, progress):
+            images.append(batch_images)
+            maps.append(batch_maps)
+        images = np.concatenate(images)
+        if not attention:
+            return images, None
+        return images, [np.concatenate(stage) for stage in zip(*maps)]
+
+
+_SAMPLERS = weakref.WeakKeyDictionary()  # generator -> {(batch_size, jit): Sampler}
+
+
+def generate(generator, noise, batch_size=50, attention=False, jit_compile=True):
+    """Images (N, S, S, 3) float32 in about [-1, 1] (and attention maps, or None) for noise.
+
+    The compiled sampler is kept per generator, so later calls with the same batch size
+    do not compile again.
+    """
+    samplers = _SAMPLERS.setdefault(generator, {})
+    key = (int(batch_size), bool(jit_compile))
+    if key not in samplers:
+        samplers[key] = Sampler(generator, batch_size, jit_compile)
+    return samplers[key](noise, attention)
+
+
+# ---------------------------------------------------------------------------------------
+# Pictures
+# ---------------------------------------------------------------------------------------
+
+def save_gif(frames, path, duration_ms=80, last_frame_ms=None):
+    """uint8 (H, W, 3) frames -> a looping animated GIF, written atomically."""
+    images = [Image.fromarray(np.asarray(f, np.uint8)).quantize(256) for f in frames]
+    durations = [duration_ms] * len(images)
+    if last_frame_ms is not None:
+        durations[-1] = last_frame_ms
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp-{os.getpid()}.gif'
+    images[0].save(tmp, save_all=True, append_images=images[1:], loop=0,
+                   duration=durations if len(images) > 1 else duration_ms, disposal=1)
+    os.replace(tmp, path)
+
+
+def progress_image_paths(images_dir):
+    """train.py's sample grids in images_dir (or model_dir/images), oldest first."""
+    candidates = [images_dir, os.path.join(images_dir, 'images')]
+    for directory in candidates:
+        paths = [p for p in glob.glob(os.path.join(directory, 'samples-*.png'))
+                 if PROGRESS_PATTERN.search(os.path.basename(p))]
+        if paths:
+            return sorted(paths, key=_images_seen)
+    raise UsageError(f'no samples-<n_images>.png in {images_dir}: train.py writes them to '
+                     f'MODEL_DIR/images/')
+
+
+def _images_seen(path):
+    return int(PROGRESS_PATTERN.search(os.path.basename(path)).group(1))
+
+
+def make_progress_gif(image_paths, out_path, duration_ms=250, last_frame_ms=2000, label=True):
+    """The sample grids of a training run -> one animated GIF, in the given order.
+
+    label: a bar under each frame with the images seen, read from samples-<n>.png names.
+    Frames of another size than the first are resized to it.
+    """
+    image_paths = list(image_paths)
+    if not image_paths:
+        raise UsageError('no images for the progress GIF')
+    frames = []
+    for path in image_paths:
+        with Image.open(path) as image:
+            frame = image.convert('RGB')
+        if frames and frame.size != frames[0].size:
+            frame = frame.resize(frames[0].size, Image.Resampling.BILINEAR)
+        match = PROGRESS_PATTERN.search(os.path.basename(path))
+        if label and match:
+            frame = _with_caption(frame, f'{_format_count(int(match.group(1)))} images')
+        frames.append(np.asarray(frame))
+    if label:  # captioned and plain frames may differ in height
+        height = max(f.shape[0] for f in frames)
+        frames = [np.pad(f, ((0, height - f.shape[0]), (0, 0), (0, 0))) for f in frames]
+    save_gif(frames, out_path, duration_ms, last_frame_ms)
+    return out_path
+
+
+def _format_count(n):
+    for unit, size in (('M', 1e6), ('k', 1e3)):
+        if n >= size:
+            return f'{n / size:.2f}'.rstrip('0').rstrip('.') + unit
+    return str(n)
+
+
+def _with_caption(image, text):
+    bar = 14
+    out = Image.new('RGB', (image.width, image.height + bar), (0, 0, 0))
+    out.paste(image, (0, 0))
+    ImageDraw.Draw(out).text((3, image.height + 2), text, fill=(255, 255, 255))
+    return out
+
+
+def interpolation_strip(frames_uint8, steps):
+    """((k-1)*steps + 1, H, W, 3) frames -> a grid with one row per keyframe pair, from
+    one key (first column) to the next (last column)."""
+    rows = [frames_uint8[i * steps:i * steps + steps + 1]
+            for i in range((len(frames_uint8) - 1) // steps)]
+    return utils.image_grid(np.concatenate(rows), columns=steps + 1)
+
+
+# ---------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------
+
+def export_keras(generator, path):
+    """The generator as a .keras file for keras.saving.load_model (custom layers are
+    registered under the package 'LadaGAN': import model before loading)."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp-{os.getpid()}.keras'
+    generator.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+class _ServingModule(tf.Module):
+    def __init__(self, generator):
+        super().__init__()
+        self.generator = generator
+        spec = tf.TensorSpec([None, generator.noise_dim], tf.float32, name='noise')
+        self.serve = tf.function(self._serve, input_signature=[spec])
+        self.generate = tf.function(self._generate, input_signature=[spec])
+
+    def _generate(self, noise):
+        images, attention = self.generator(noise, training=False)
+        return {'images': images, 'attn_8': attention[0], 'attn_16': attention[1],
+                'attn_32': attention[2]}
+
+    def _serve(self, noise):
+        images = self.generator(noise, training=False)[0]
+        # utils.to_uint8: x*127.5 + 127.5, clipped to [0, 255], truncated
+        return {'images': tf.cast(tf.clip_by_value(images * 127.5 + 127.5, 0.0, 255.0),
+                                  tf.uint8)}
+
+
+def export_savedmodel(generator, directory):
+    """A TensorFlow SavedModel for TF Serving.
+
+    Signature `serving_default`: noise float32 (None, noise_dim) -> {'images': uint8
+    (None, S, S, 3)}, the same pixels as utils.to_uint8. The loaded object also has
+    `generate(noise)` -> float images and attention maps. An existing SavedModel at
+    directory is replaced.
+    """
+    directory = os.path.abspath(os.fspath(directory))
+    _check_savedmodel_target(directory)
+    module = _ServingModule(generator)
+    tmp = f'{directory}.tmp-{os.getpid()}'
+    shutil.rmtree(tmp, ignore_errors=True)
+    tf.saved_model.save(module, tmp, signatures={'serving_default': module.serve})
+    old = f'{directory}.old-{os.getpid()}'
+    if os.path.exists(directory):
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def _check_savedmodel_target(directory):
+    if os.path.isfile(directory):
+        raise UsageError(f'--export_savedmodel {directory} is a file: give a directory')
+    if os.path.isdir(directory) and os.listdir(directory) and not os.path.isfile(
+            os.path.join(directory, 'saved_model.pb')):
+        raise UsageError(f'--export_savedmodel {directory} is a non-empty directory that is '
+                         f'not a SavedModel: give a new or empty directory')
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f'error: {message} (see {self.prog} --help)\n')
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                     argparse.RawDescriptionHelpFormatter):
+    def _get_help_string(self, action):  # defaults only where they say something
+        flag = any(action.default is v for v in (None, True, False))
+        if flag and '--ema' not in action.option_strings or 'default' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+    if not 0 <= value < 2 ** 63:
+        raise argparse.ArgumentTypeError(f'must be in [0, 2**63), got {value}')
+    return value
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f'must be a positive integer, got {value}')
+    return value
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f'must be a finite number >= 0, got {text}')
+    return value
+
+
+def build_parser():
+    paragraphs = __doc__.split('\n\n')
+    p = _Parser(prog='generate.py', description=paragraphs[0],
+                epilog='examples:\n' + paragraphs[1] + '\n\n' + paragraphs[2],
+                formatter_class=_HelpFormatter)
+    source = p.add_argument_group('model (one of)')
+    source.add_argument('--model_dir', help='trained model directory (config.json and '
+                        'best-training-checkpoints/ or training-checkpoints/)')
+    source.add_argument('--pretrained', metavar='NAME',
+                        help=f"released model from the Hugging Face Hub: "
+                             f"{', '.join(utils.PRETRAINED)}")
+    source.add_argument('--checkpoint', help='a ckpt-<n> path prefix to load instead of the '
+                        'newest checkpoint of --model_dir')
+    source.add_argument('--cache_dir', help='Hugging Face cache for --pretrained '
+                        '(default: ~/.cache/huggingface/hub)')
+    source.add_argument('--local_dir', help='download --pretrained into LOCAL_DIR/NAME/ '
+                        'instead of the cache')
+    source.add_argument('--ema', action=argparse.BooleanOptionalAction, default=True,
+                        help='use the EMA generator (the one the authors evaluate)')
+    sampling = p.add_argument_group('sampling')
+    sampling.add_argument('--n', type=_positive_int, default=25,
+                          help='number of images (the keyframes with --interpolate)')
+    sampling.add_argument('--seed', type=_seed, default=None,
+                          help='noise seed; the same seed gives the same images '
+                               '(default: random, printed)')
+    sampling.add_argument('--batch_size', type=_positive_int, default=50,
+                          help='images per compiled batch')
+    sampling.add_argument('--truncation', type=_non_negative_float, default=1.0,
+                          help='scale of z (below 1: less varied, more typical images)')
+    sampling.add_argument('--no_xla', dest='xla', action='store_false',
+                          help='sample without XLA compilation')
+    out = p.add_argument_group('outputs')
+    out.add_argument('--out', default=None,
+                     help='a .png path: one grid of all images; a directory: one PNG per '
+                          'image (000000.png, ...). With --interpolate, a .gif or .png path '
+                          '(the GIF and the strip PNG share its stem) or a directory. '
+                          'Default: samples.png, or interpolation.gif with --interpolate; '
+                          'none when only exporting')
+    out.add_argument('--columns', type=_positive_int, default=None,
+                     help='grid columns (default: about sqrt(n))')
+    out.add_argument('--interpolate', type=_positive_int, metavar='K', default=None,
+                     help='latent walk: K frames of spherical interpolation from each of the '
+                          'n samples to the next, as an animated GIF and a strip PNG')
+    out.add_argument('--fps', type=_positive_int, default=12, help='GIF frames per second')
+    out.add_argument('--attention', action='store_true',
+                     help=f'also plot the images with the attention map of every stage and '
+                          f'head, {ATTENTION_PER_PAGE} images per PNG '
+                          f'(<out stem>_attention-<k>.png)')
+    p.add_argument('--progress_gif', nargs=2, metavar=('IMAGES_DIR', 'OUT_GIF'),
+                   help="a learning-progress GIF from the sample grids train.py saved in "
+                        "IMAGES_DIR (MODEL_DIR/images/samples-<n>.png); needs no model")
+    export = p.add_argument_group('export')
+    export.add_argument('--export_keras', metavar='PATH.keras',
+                        help='save the generator for keras.saving.load_model')
+    export.add_argument('--export_savedmodel', metavar='DIR',
+                        help='save a TensorFlow SavedModel with the serving signature '
+                             'noise (None, noise_dim) float32 -> images uint8')
+    return p
+
+
+def _nearest_existing(path):
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def check_writable(path, what, is_dir=False):
+    """Raises UsageError unless path (a file, or a directory with is_dir) can be written.
+
+    Nothing is created: the nearest existing ancestor must be a writable directory.
+    """
+    target = os.path.abspath(path)
+    if is_dir and os.path.isfile(target):
+        raise UsageError(f'cannot write {what} to {path}: it is a file, not a directory')
+    if not is_dir and os.path.isdir(target):
+        raise UsageError(f'cannot write {what} to {path}: it is a directory')
+    existing = _nearest_existing(target if is_dir else os.path.dirname(target))
+    if not os.path.isdir(existing):
+        raise UsageError(f'cannot write {what} to {path}: {existing} is a file, not a '
+                         f'directory')
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise UsageError(f'cannot write {what} to {path}: {existing} is not writable '
+                         f'({e.strerror or e})') from None
+
+
+def plan_outputs(args):
+    """{kind: path} of the files the run writes, checked for writability; no model needed.
+
+    kinds: grid (a .png), dir (one PNG per image), gif + strip (--interpolate),
+    attention (a format string with the page number), keras, savedmodel.
+    """
+    plan = {}
+    exporting = args.export_keras or args.export_savedmodel
+    if args.out is not None or not exporting or args.attention or args.interpolate:
+        out = args.out or ('interpolation.gif' if args.interpolate else 'samples.png')
+        lower = out.lower()
+        if lower.endswith(OTHER_IMAGE_EXTENSIONS):
+            raise UsageError(f'--out {out}: images are written as PNG: give a .png path or '
+                             f'a directory')
+        if lower.endswith('.gif') and not args.interpolate:
+            raise UsageError(f'--out {out}: a .gif is written only with --interpolate; '
+                             f'give a .png path or a directory')
+        as_dir = os.path.isdir(out) or not lower.endswith(('.png', '.gif'))
+        if as_dir:
+            check_writable(out, 'images', is_dir=True)
+            stem = os.path.join(out, 'interpolation')
+            plan['attention'] = os.path.join(out, 'attention-{:03d}.png')
+        else:
+            check_writable(out, 'images')
+            stem = out[:-4]
+            plan['attention'] = stem + '_attention-{:03d}.png'
+        if not args.attention:
+            del plan['attention']
+        if args.interpolate:
+            plan['gif'], plan['strip'] = stem + '.gif', stem + '.png'
+        elif as_dir:
+            plan['dir'] = out
+        elif args.n > GRID_LIMIT:
+            raise UsageError(f'--n {args.n} is too many for one grid PNG (at most '
+                             f'{GRID_LIMIT}): give a directory as --out')
+        else:
+            plan['grid'] = out
+    if args.export_keras:
+        if not args.export_keras.endswith('.keras'):
+            raise UsageError(f'--export_keras {args.export_keras}: the file name must end '
+                             f'with .keras')
+        check_writable(args.export_keras, 'the .keras file')
+        plan['keras'] = args.export_keras
+    if args.export_savedmodel:
+        _check_savedmodel_target(os.path.abspath(args.export_savedmodel))
+        check_writable(os.path.dirname(os.path.abspath(args.export_savedmodel)),
+                       'the SavedModel', is_dir=True)
+        plan['savedmodel'] = args.export_savedmodel
+    return plan
+
+
+def resolve_model_dir(args):
+    if args.pretrained:
+        return utils.download_pretrained(args.pretrained, local_dir=args.local_dir,
+                                         cache_dir=args.cache_dir)
+    return args.model_dir
+
+
+def run(args):
+    if args.progress_gif:
+        if args.model_dir or args.pretrained:
+            raise UsageError('--progress_gif needs no model: drop --model_dir/--pretrained')
+        images_dir, out_gif = args.progress_gif
+        if not out_gif.lower().endswith('.gif'):
+            raise UsageError(f'--progress_gif: {out_gif} must end with .gif')
+        check_writable(out_gif, 'the progress GIF')
+        paths = progress_image_paths(images_dir)
+        make_progress_gif(paths, out_gif)
+        print(f'wrote {out_gif} ({len(paths)} frames)')
+        return
+    if bool(args.model_dir) == bool(args.pretrained):
+        raise UsageError('give either --model_dir DIR or --pretrained NAME '
+                         f"({', '.join(utils.PRETRAINED)})")
+    if args.pretrained and args.pretrained not in utils.PRETRAINED:
+        utils.pretrained_files(args.pretrained)  # raises, listing the valid names
+    if args.interpolate and args.n < 2:
+        raise UsageError('--interpolate needs --n 2 or more keyframes')
+    plan = plan_outputs(args)
+
+    model_dir = resolve_model_dir(args)
+    try:
+        generator = utils.load_generator(model_dir, ema=args.ema,
+                                         checkpoint_path=args.checkpoint)
+    except tf.errors.OpError as e:  # e.g. a damaged or partly downloaded checkpoint
+        raise utils.CheckpointError(f'cannot load the generator of {model_dir}: '
+                                    f'{e.message}') from None
+    sampling = {k: v for k, v in plan.items() if k in ('grid', 'dir', 'gif', 'attention')}
+    if sampling:
+        seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), 'little')
+        noise = sample_noise(args.n, generator.noise_dim, seed, args.truncation)
+        sampler = Sampler(generator, args.batch_size, jit_compile=args.xla)
+        _write_samples(sampler, noise, plan, args)
+        written = [plan[k].replace('{:03d}', '*') for k in ('grid', 'dir', 'gif', 'strip',
+                                                            'attention') if k in plan]
+        print(f'seed {seed}: wrote {", ".join(written)}')
+    if 'keras' in plan:
+        export_keras(generator, plan['keras'])
+        print(f'exported {plan["keras"]}')
+    if 'savedmodel' in plan:
+        export_savedmodel(generator, plan['savedmodel'])
+        print(f'exported {plan["savedmodel"]}')
+
+
+def _write_samples(sampler, noise, plan, args):
+    """Samples noise in batches and writes the planned pictures as the batches come."""
+    kept = []          # images for the grid
+    pending = None     # (images, maps) not yet on an attention page
+    page = 0
+    for start, images, maps in sampler.batches(noise, attention='attention' in plan):
+        if 'dir' in plan:
+            for i, image in enumerate(utils.to_uint8(images)):
+                utils.save_png_atomic(image, os.path.join(plan['dir'], f'{start + i:06d}.png'))
+        if 'grid' in plan:
+            kept.append(images)
+        if maps is not None:
+            pending = (images, maps) if pending is None else (
+                np.concatenate([pending[0], images]),
+                [np.concatenate(pair) for pair in zip(pending[1], maps)])
+            while len(pending[0]) >= ATTENTION_PER_PAGE or (
+                    len(pending[0]) and start + len(images) == len(noise)):
+                k = ATTENTION_PER_PAGE
+                utils.save_attention_maps(pending[0][:k], [m[:k] for m in pending[1]],
+                                          plan['attention'].format(page))
+                pending, page = (pending[0][k:], [m[k:] for m in pending[1]]), page + 1
+    if 'grid' in plan:
+        utils.save_image_grid(np.concatenate(kept), plan['grid'], args.columns)
+    if 'gif' in plan:
+        frames_noise = interpolation_noise(noise, args.interpolate)
+        frames = utils.to_uint8(sampler(frames_noise)[0])
+        save_gif(frames, plan['gif'], duration_ms=round(1000 / args.fps))
+        utils.save_png_atomic(interpolation_strip(frames, args.interpolate), plan['strip'])
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except (UsageError, utils.CheckpointError, utils.DataError) as e:
+        return _fail(e)
+    except OSError as e:  # e.g. the disk filled up while writing
+        return _fail(f'{e.strerror or e}: {e.filename}' if e.filename else e)
+    return 0
+
+
+def _fail(message):
+    print(f'error: {" ".join(str(message).split())}', file=sys.stderr)
+    return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())
