@@ -63,6 +63,10 @@ def parse_args(argv=None):
                              "(downloaded once by Keras) or a path to the .h5 file")
     parser.add_argument('--no_fid', action='store_true',
                         help='skip FID; the best checkpoint then follows the regular one')
+    parser.add_argument('--jit', action=argparse.BooleanOptionalAction, default=True,
+                        help='XLA-compile the train step (default, as the authors); '
+                             '--no-jit runs it as a plain TF graph: quicker to start, and on '
+                             'some CPUs quicker per step (see bench/RESULTS.md)')
     parser.add_argument('--seed', type=int, default=None,
                         help='seed of weights, noise and data order (default: random)')
     args = parser.parse_args(argv)
@@ -161,7 +165,7 @@ class Run:
         self.dataset = utils.make_dataset(args.file_pattern, conf['img_size'],
                                           conf['batch_size'], antialias=conf['antialias'],
                                           seed=args.seed)
-        self.gan = trainer.LadaGAN(conf)
+        self.gan = trainer.LadaGAN(conf, jit_compile=args.jit)
         if args.seed is not None:
             self.gan.noise_rng.reset_from_seed(args.seed)
         self.checkpoint = utils.make_checkpoint(**self.gan.checkpoint_objects())
@@ -186,18 +190,36 @@ class Run:
             return None
 
     def restore(self):
-        """Resumes from the newest regular checkpoint (else the best); returns start iter."""
+        """Resumes from the newest regular checkpoint (else the best); returns start iter.
+
+        Only checkpoints recorded in a manager's state file count: that file is rewritten
+        atomically after a save completes, so a save cut short is never picked up."""
         import utils
-        path = (utils.newest_checkpoint_in(self.managers['regular'].directory)
-                or utils.newest_checkpoint_in(self.managers['best'].directory))
+        path = (self.managers['regular'].latest_checkpoint
+                or self.managers['best'].latest_checkpoint)
         if not path:
             print(f'Starting a new run in {self.args.model_dir}')
             return 1
         utils.restore_checkpoint(path, **self.gan.checkpoint_objects())
+        self.gan.apply_learning_rates()
         n_images = int(self.gan.n_images.numpy())
+        start = n_images // self.conf['batch_size'] + 1
+        self._forget_logged_metrics_after(start - 1)
         print(f'Resumed from {path} at {n_images:,} images (best FID '
               f'{float(self.gan.best_fid.numpy()):.2f})')
-        return n_images // self.conf['batch_size'] + 1
+        return start
+
+    def _forget_logged_metrics_after(self, last_iter):
+        """Drops metrics.jsonl lines of iterations that the resumed run will redo."""
+        import utils
+        path = os.path.join(self.args.model_dir, 'metrics.jsonl')
+        if not os.path.exists(path):
+            return
+        with open(path) as f:
+            lines = [line for line in f if line.strip()]
+        kept = [line for line in lines if _logged_iter(line) <= last_iter]
+        if len(kept) < len(lines):
+            utils.write_text_atomic(path, ''.join(kept))
 
     def train(self):
         from tqdm import tqdm
@@ -236,6 +258,15 @@ class Run:
                 f'last good checkpoint is kept in {self.managers["regular"].directory}. '
                 f'Try a lower g_lr/d_lr or a higher gp_weight.')
 
+    def _stop_if_weights_not_finite(self, idx):
+        import tensorflow as tf
+        for net in (self.gan.generator, self.gan.ema_generator, self.gan.discriminator):
+            if not all(bool(tf.reduce_all(tf.math.is_finite(w))) for w in net.weights):
+                raise TrainingError(
+                    f'{net.name} has non-finite weights at iteration {idx}; stopped without '
+                    f'saving. The last good checkpoint is kept in '
+                    f'{self.managers["regular"].directory}.')
+
     def _log(self, idx, means):
         import tensorflow as tf
         n_images = idx * self.conf['batch_size']
@@ -251,6 +282,7 @@ class Run:
         import tensorflow as tf
         from tqdm import tqdm
         n_images = idx * self.conf['batch_size']
+        self._stop_if_weights_not_finite(idx)
         fid_value = self._compute_fid()
         self._save_pictures(n_images)
         self.gan.n_images.assign(n_images)
@@ -280,6 +312,13 @@ class Run:
         utils.save_image_grid(images, os.path.join(out_dir, f'samples-{n_images:09d}.png'))
         utils.save_attention_maps(images[:4], [a[:4] for a in attention],
                                   os.path.join(out_dir, f'attention-{n_images:09d}.png'))
+
+
+def _logged_iter(line):
+    try:
+        return json.loads(line)['iter']
+    except (ValueError, KeyError, TypeError):
+        return math.inf  # a line cut by a kill: drop it
 
 
 def main(argv=None):

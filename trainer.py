@@ -71,8 +71,11 @@ class LadaGAN:
     n_images / fid / best_fid (tf.Variables saved with checkpoints), config.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, jit_compile=True):
+        """jit_compile=False runs the step as a plain TF graph (faster to compile; on some
+        CPUs faster to run); the results agree to float rounding."""
         self.config = config_lib.validate(dict(config))
+        self.jit_compile = jit_compile
         c = self.config
         self.generator = model_lib.build_generator(c, name='generator')
         self.ema_generator = model_lib.build_generator(c, name='ema_generator')
@@ -104,6 +107,12 @@ class LadaGAN:
             'n_images': self.n_images, 'fid': self.fid, 'best_fid': self.best_fid,
         }
 
+    def apply_learning_rates(self):
+        """Sets the optimizers' rates from the config: checkpoints store the rates too, and
+        a restored run must follow its (possibly overridden) config."""
+        self.g_optimizer.learning_rate.assign(self.config['g_lr'])
+        self.d_optimizer.learning_rate.assign(self.config['d_lr'])
+
     # --- training -------------------------------------------------------------------------
     def sample_noise(self, batch_size):
         return self.noise_rng.normal([batch_size, self.config['noise_dim']])
@@ -127,7 +136,7 @@ class LadaGAN:
     def _compiled_step(self, augment):
         if augment not in self._compiled_steps:
             self._compiled_steps[augment] = tf.function(
-                lambda x, zd, zg: self._step(x, zd, zg, augment), jit_compile=True)
+                lambda x, zd, zg: self._step(x, zd, zg, augment), jit_compile=self.jit_compile)
         return self._compiled_steps[augment]
 
     def _augment(self, images, augment):

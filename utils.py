@@ -562,12 +562,16 @@ def _op_macs(op):
 # Files and pictures
 # ---------------------------------------------------------------------------------------
 
-def write_json_atomic(path, data):
-    """Writes JSON so that a kill at any moment leaves the old file or the new one."""
+def write_text_atomic(path, text):
+    """Writes a file so that a kill at any moment leaves the old file or the new one."""
     tmp = f'{path}.tmp-{os.getpid()}'
     with open(tmp, 'w') as f:
-        json.dump(data, f, indent=4)
+        f.write(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path, data):
+    write_text_atomic(path, json.dumps(data, indent=4))
 
 
 def to_uint8(images):
@@ -636,3 +640,104 @@ def save_attention_maps(images, attention, path):
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------
+# Pretrained weights
+# ---------------------------------------------------------------------------------------
+
+PRETRAINED_REPO = 'milmor/LadaGAN'
+# Released models on the Hugging Face Hub: name -> images seen at the released (best-FID)
+# checkpoint, which names its files `ckpt-<n_images>` (SPEC §5).
+PRETRAINED = {'cifar10': 68096000, 'celeba_64': 72192000, 'ffhq_128': 24064000,
+              'bedroom_128': 10624000}
+_CKPT_DATA_SUFFIX = '.data-00000-of-00001'
+
+
+class UnknownPretrainedError(CheckpointError, ValueError):
+    """A pretrained model name that is not in PRETRAINED; the message lists the valid ones."""
+
+
+def pretrained_url(name):
+    """Web page of a released model's folder on the Hub."""
+    return f'https://huggingface.co/{PRETRAINED_REPO}/tree/main/{name}'
+
+
+def pretrained_files(name):
+    """The Hub file names of a released model, relative to the repository root.
+
+    The last one, the `checkpoint` state file, is optional: newest_checkpoint_in finds
+    the checkpoint without it.
+    """
+    if name not in PRETRAINED:
+        raise UnknownPretrainedError(
+            f"unknown pretrained model '{name}': choose one of {', '.join(PRETRAINED)}")
+    ckpt = f'{name}/{BEST_DIR}/ckpt-{PRETRAINED[name]}'
+    return [f'{name}/{CONFIG_FILE}', f'{ckpt}.index', f'{ckpt}{_CKPT_DATA_SUFFIX}',
+            f'{name}/{BEST_DIR}/checkpoint']
+
+
+def download_pretrained(name, local_dir=None, cache_dir=None, download_fn=None):
+    """Download a released model from the Hub; returns its model directory.
+
+    name: one of PRETRAINED. The files go to the Hugging Face cache (cache_dir, default
+    ~/.cache/huggingface/hub; a second call reads the cache) or, with local_dir, to
+    local_dir/<name>/. The directory returned holds config.json and
+    best-training-checkpoints/, as `load_generator` expects.
+    download_fn: stands in for huggingface_hub.hf_hub_download (same keyword arguments).
+    Raises UnknownPretrainedError for an unknown name and CheckpointError, saying how to
+    place the files by hand, when the Hub cannot be reached.
+    """
+    files = pretrained_files(name)
+    if download_fn is None:
+        from huggingface_hub import hf_hub_download as download_fn
+    model_dir = None
+    for i, filename in enumerate(files):
+        optional = i == len(files) - 1
+        try:
+            path = download_fn(repo_id=PRETRAINED_REPO, filename=filename,
+                               local_dir=local_dir, cache_dir=cache_dir)
+        except Exception as e:  # noqa: BLE001 - only download failures are turned into CheckpointError
+            if optional and (_missing_on_hub(e) or _is_download_error(e)):
+                continue  # best effort: newest_checkpoint_in does without the state file
+            if not _is_download_error(e):
+                raise
+            raise CheckpointError(_manual_download_message(name, filename, e, local_dir)) from None
+        if model_dir is None:  # config.json comes first: its folder is the model directory
+            model_dir = os.path.dirname(os.fspath(path))
+    for filename in files[:-1]:
+        if not os.path.isfile(os.path.join(model_dir, *filename.split('/')[1:])):
+            raise CheckpointError(f'download of {name} incomplete: {filename} is not in '
+                                  f'{model_dir}')
+    return model_dir
+
+
+def _missing_on_hub(error):
+    """The Hub answered that the file does not exist (not: the Hub cannot be reached)."""
+    try:
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    except ImportError:
+        return False
+    return isinstance(error, EntryNotFoundError) and not isinstance(error, LocalEntryNotFoundError)
+
+
+def _is_download_error(error):
+    """Network, Hub and file-system failures (not programming errors)."""
+    if isinstance(error, OSError):  # ConnectionError, OfflineModeIsEnabled, HTTP and cache errors
+        return True
+    module = type(error).__module__ or ''
+    return module.split('.')[0] in ('huggingface_hub', 'httpx', 'httpx2', 'requests', 'urllib3')
+
+
+def _manual_download_message(name, filename, error, local_dir):
+    reason = ' '.join(str(error).split()).split('. ')[0].rstrip('.') or 'no details'
+    if len(reason) > 300:
+        reason = reason[:300].rsplit(' ', 1)[0] + ' ...'
+    ckpt = f'ckpt-{PRETRAINED[name]}'
+    target = os.path.join(local_dir, name) if local_dir else f'<dir>/{name}'
+    return (f"cannot download pretrained model '{name}' ({filename}) from the Hugging Face "
+            f"Hub: {type(error).__name__}: {reason}. To place the files by hand, get "
+            f"config.json and best-training-checkpoints/{ckpt}.index and "
+            f"{ckpt}{_CKPT_DATA_SUFFIX} from {pretrained_url(name)} into {target}/config.json "
+            f"and {target}/{BEST_DIR}/, then pass that folder as the model directory "
+            f"(generate.py --model_dir {target}, or utils.load_generator('{target}'))")

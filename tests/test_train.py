@@ -1,0 +1,186 @@
+"""train.py as a user runs it: subprocesses on small generated datasets."""
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import utils
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ['--preset', 'tiny', '--set', 'batch_size=8', '--no_fid', '--no-jit']
+
+
+def run_train(*args, timeout=600):
+    env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'CUDA_VISIBLE_DEVICES': ''}
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def assert_clean_error(result, *fragments):
+    assert result.returncode != 0
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: '), result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in last, last
+
+
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory):
+    out = tmp_path_factory.mktemp('shapes')
+    return utils.make_shapes_dataset(str(out), n_images=48)
+
+
+def checkpoints(model_dir, subdir='training-checkpoints'):
+    return sorted(int(p.split('ckpt-')[1].split('.')[0])
+                  for p in glob.glob(os.path.join(model_dir, subdir, 'ckpt-*.index')))
+
+
+def test_help_lists_the_authors_flags():
+    result = run_train('--help')
+    assert result.returncode == 0
+    for flag in ('--file_pattern', '--eval_dir', '--model_dir', '--metrics_inter', '--fid_inter',
+                 '--total_iter', '--max_ckpt_to_keep', '--preset', '--set'):
+        assert flag in result.stdout
+
+
+def test_trains_writes_everything_and_resumes(shapes, tmp_path):
+    model_dir = str(tmp_path / 'run')
+    common = ['--file_pattern', shapes, '--model_dir', model_dir, '--fid_inter', '2',
+              '--metrics_inter', '1', *SMALL]
+    first = run_train(*common, '--total_iter', '4')
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert checkpoints(model_dir) == [16, 32]
+    assert checkpoints(model_dir, 'best-training-checkpoints') == [16, 32]  # FID off
+    for n in (16, 32):
+        grid = np.asarray(Image.open(f'{model_dir}/images/samples-{n:09d}.png'))
+        assert grid.shape == (160, 160, 3) and grid.std() > 0
+        assert os.path.getsize(f'{model_dir}/images/attention-{n:09d}.png') > 10_000
+    assert glob.glob(f'{model_dir}/log-dir/events.out.tfevents.*')
+    logged = [json.loads(line) for line in open(f'{model_dir}/metrics.jsonl')]
+    assert [entry['iter'] for entry in logged] == [1, 2, 3, 4]
+    assert {'d_loss', 'g_loss', 'gp', 'cr', 'real_acc', 'fake_acc', 'images_per_sec'} <= set(
+        logged[0])
+    assert json.load(open(f'{model_dir}/config.json'))['batch_size'] == 8
+
+    second = run_train(*common, '--total_iter', '6')
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert 'Resumed from' in second.stdout and 'at 32 images' in second.stdout
+    assert checkpoints(model_dir) == [32, 48]  # max_ckpt_to_keep = 2
+    restored = utils.load_generator(model_dir)
+    assert restored.name == 'ema_generator'
+
+
+def test_resumes_the_authors_checkpoint_with_its_adam_state(fixture_dir, shapes, tmp_path):
+    model_dir = tmp_path / 'authors'
+    shutil.copytree(fixture_dir, model_dir)
+    # No --preset/--set: config.json (the authors' tiny config, batch 4) decides.
+    result = run_train('--file_pattern', shapes, '--model_dir', str(model_dir),
+                       '--total_iter', '3', '--fid_inter', '3', '--no_fid', '--no-jit')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'at 8 images' in result.stdout
+    assert checkpoints(str(model_dir)) == [8, 12]
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(str(model_dir / 'training-checkpoints' / 'ckpt-12'))
+    assert reader.get_tensor('g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE') == 3
+    assert reader.get_tensor('n_images/.ATTRIBUTES/VARIABLE_VALUE') == 12
+
+
+def test_config_conflict_on_resume_is_refused_then_overridden(shapes, tmp_path):
+    model_dir = str(tmp_path / 'run')
+    (tmp_path / 'run').mkdir()
+    conf = {**__import__('config').get_config('tiny'), 'batch_size': 8}
+    utils.write_json_atomic(os.path.join(model_dir, 'config.json'), conf)
+    refused = run_train('--file_pattern', shapes, '--model_dir', model_dir, '--total_iter', '1',
+                        '--set', 'batch_size=4', '--set', 'g_lr=0.001', '--no_fid', '--no-jit')
+    assert_clean_error(refused, 'batch_size: 8 in config.json, 4 asked', 'g_lr',
+                       '--override_config')
+    accepted = run_train('--file_pattern', shapes, '--model_dir', model_dir, '--total_iter', '1',
+                         '--set', 'batch_size=4', '--override_config', '--no_fid', '--no-jit')
+    assert accepted.returncode == 0, accepted.stderr[-3000:]
+    assert json.load(open(os.path.join(model_dir, 'config.json')))['batch_size'] == 4
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, shapes):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    (tmp_path / 'few').mkdir()
+    for i in range(3):
+        Image.new('RGB', (8, 8), (i, 0, 0)).save(tmp_path / 'few' / f'{i}.png')
+    (tmp_path / 'text').mkdir()
+    (tmp_path / 'text' / 'a.jpg').write_text('not an image')
+    cases = [
+        (['--file_pattern', str(tmp_path / 'nothing' / '*.png')], 'nothing'),
+        (['--file_pattern', str(empty)], str(empty)),
+        (['--file_pattern', str(tmp_path / 'few' / '*.png'), '--set', 'batch_size=8'],
+         'batch_size'),
+        (['--file_pattern', str(tmp_path / 'text' / '*.jpg')], ''),
+        (['--file_pattern', shapes, '--preset', 'cifar'], "unknown preset 'cifar'"),
+        (['--file_pattern', shapes, '--set', 'img_size=48'], 'img_size=48'),
+        (['--file_pattern', shapes, '--set', 'batch_size'], 'KEY=VALUE'),
+    ]
+    for args, fragment in cases:
+        result = run_train(*args, '--model_dir', str(tmp_path / 'm'), '--no_fid', '--no-jit',
+                           '--total_iter', '1')
+        assert_clean_error(result, fragment)
+    assert run_train('--total_iter', '0').returncode == 2
+
+
+def test_corrupt_files_are_skipped_and_named(tmp_path, shapes):
+    data = tmp_path / 'data'
+    shutil.copytree(os.path.dirname(shapes), data)
+    (data / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\x00' * 20)
+    result = run_train('--file_pattern', str(data / '*.png'), '--model_dir', str(tmp_path / 'm'),
+                       '--total_iter', '1', *SMALL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'broken.png' in result.stderr
+
+
+def test_non_finite_losses_stop_and_keep_the_last_good_checkpoint(shapes, tmp_path):
+    model_dir = str(tmp_path / 'run')
+    common = ['--file_pattern', shapes, '--model_dir', model_dir, '--fid_inter', '2', *SMALL]
+    assert run_train(*common, '--total_iter', '2').returncode == 0
+    diverging = run_train(*common, '--total_iter', '40', '--override_config',
+                          '--set', 'd_lr=1e30', '--set', 'g_lr=1e30')
+    assert_clean_error(diverging, 'non-finite', 'last good checkpoint')
+    assert checkpoints(model_dir) == [16] and checkpoints(
+        model_dir, 'best-training-checkpoints') == [16]
+    g = utils.load_generator(model_dir, ema=False)
+    assert all(np.isfinite(w.numpy()).all() for w in g.weights)
+
+
+def test_killed_run_resumes_from_its_last_complete_checkpoint(shapes, tmp_path):
+    model_dir = str(tmp_path / 'run')
+    args = [sys.executable, os.path.join(ROOT, 'train.py'), '--file_pattern', shapes,
+            '--model_dir', model_dir, '--fid_inter', '2', '--total_iter', '1000', *SMALL]
+    env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.time() + 300
+        while len(checkpoints(model_dir)) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.7)  # somewhere in the next interval, maybe in a save
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    saved = checkpoints(model_dir)
+    assert len(saved) >= 2
+    # Leftovers of a save cut short must not be taken for a checkpoint.
+    last = max(saved)
+    partial = os.path.join(model_dir, 'training-checkpoints', f'ckpt-{last + 16}')
+    open(partial + '.index', 'wb').write(b'garbage')
+    open(partial + '.data-00000-of-00001', 'wb').write(b'')
+    resumed = run_train('--file_pattern', shapes, '--model_dir', model_dir, '--fid_inter', '2',
+                        '--total_iter', str(last // 8 + 2), *SMALL)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f'at {last} images' in resumed.stdout
+    assert checkpoints(model_dir)[-1] == last + 16
+    utils.load_generator(model_dir)  # every kept file is readable
