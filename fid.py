@@ -4,16 +4,16 @@ Two feature networks, which give numbers that are NOT comparable with each other
 
 - ``tf2015``: the 2015 TensorFlow Inception graph (``classify_image_graph_def.pb``) read
   at ``pool_3``. It is the network of the TTUR FID code; pytorch-fid and torch-fidelity
-  port its weights, and published FID/KID/IS/precision-recall tables use it. Use it for
-  numbers that are compared with papers (SPEC.md §7: the authors said they report
-  pytorch-fid numbers).
+  port its weights, and published FID/KID/IS tables use it. Use it for numbers that are
+  compared with papers (SPEC.md §7: the authors said they report pytorch-fid numbers).
 - ``keras``: ``keras.applications.InceptionV3`` with ImageNet weights, average-pooled,
   299x299 bilinear resize. It is the authors' in-training monitor (2.5k vs 2.5k FID that
   picks the best checkpoint). Its numbers differ from the published protocol.
 
 Images enter the extractors as uint8 NHWC batches (floats in [0, 255] are accepted too).
-Generated images in [-1, 1] become uint8 through `fake_uint8`, which stores what a PNG of
-them would hold, so in-memory evaluation and evaluation from PNG files agree.
+Generated images in [-1, 1] become uint8 through `utils.to_uint8`, the rule of the
+authors' PNG samples (clip, truncate), so in-memory evaluation and evaluation from PNG
+files agree. Image files are listed and decoded by utils (the training pipeline).
 
 TensorFlow is imported inside the functions that need it. The metrics are plain numpy,
 and the CLI checks its arguments before importing TensorFlow, which takes seconds and
@@ -22,7 +22,6 @@ writes log lines to stderr.
     python fid.py --eval_dir 'data/celeba/*.png' --model_dir runs/celeba --metrics fid,kid
 """
 import argparse
-import glob
 import hashlib
 import json
 import os
@@ -43,7 +42,6 @@ TF2015_URL = 'http://download.tensorflow.org/models/image/imagenet/inception-201
 TF2015_FILE = 'classify_image_graph_def.pb'
 KERAS_WEIGHTS_FILE = 'inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5'
 CACHE_ROOT = os.path.join(os.path.expanduser('~'), '.cache', 'ladagan')
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
 METRICS = ('fid', 'kid', 'is', 'pr')
 
 
@@ -67,6 +65,9 @@ def feature_stats(features):
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
+FID_METHODS = ('sqrtm', 'eigh')
+
+
 def _sqrtm(a):
     # scipy warns on singular input; non-finite results are handled by the caller.
     with warnings.catch_warnings():
@@ -74,14 +75,45 @@ def _sqrtm(a):
         return linalg.sqrtm(a)
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2):
-    ||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 sqrt(sigma1 sigma2))."""
-    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
-    sigma1 = np.atleast_2d(sigma1).astype(np.float64)
-    sigma2 = np.atleast_2d(sigma2).astype(np.float64)
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-        raise ValueError(f'shapes differ: {mu1.shape}/{mu2.shape}, {sigma1.shape}/{sigma2.shape}')
+def _psd_eigenvalues(w, what):
+    """Eigenvalues of a symmetric matrix that should be positive semi-definite, with the
+    round-off negatives (about d * 1e-16 of the largest) set to 0. Clearly negative
+    ones mean the input is not a covariance."""
+    scale = max(float(np.max(np.abs(w))), np.finfo(np.float64).tiny)
+    if w.min() < -1e-8 * scale:
+        raise ValueError(f'{what} has an eigenvalue of {w.min():.3g} (largest {scale:.3g}): '
+                         'not positive semi-definite; are the inputs covariances?')
+    return np.clip(w, 0, None)
+
+
+def sqrt_psd(sigma):
+    """Symmetric square root of a covariance matrix (float64), by `scipy.linalg.eigh`.
+
+    Pass it to `frechet_distance(..., method='eigh', sqrt_sigma1=...)` to compute it once
+    for fixed reference statistics.
+    """
+    sigma = np.atleast_2d(np.asarray(sigma, dtype=np.float64))
+    w, v = linalg.eigh(sigma)
+    return (v * np.sqrt(_psd_eigenvalues(w, 'sigma1'))) @ v.T
+
+
+def _trace_sqrt_product_eigh(sigma1, sigma2, sqrt_sigma1=None):
+    """Tr sqrt(sigma1 sigma2) = sum sqrt(eig(R sigma2 R)) with R = sigma1^(1/2).
+
+    R sigma2 R is similar to sigma1 sigma2 and symmetric positive semi-definite, so its
+    eigenvalues come from the symmetric solver (faster and better conditioned than
+    sqrtm of the non-symmetric product); singular covariances need no eps.
+    """
+    root = sqrt_psd(sigma1) if sqrt_sigma1 is None else np.asarray(sqrt_sigma1, np.float64)
+    if root.shape != sigma1.shape:
+        raise ValueError(f'sqrt_sigma1 has shape {root.shape}, sigma1 {sigma1.shape}')
+    m = root @ sigma2 @ root
+    w = linalg.eigvalsh((m + m.T) / 2)  # symmetrise the round-off
+    return float(np.sum(np.sqrt(_psd_eigenvalues(w, 'sigma1^1/2 sigma2 sigma1^1/2'))))
+
+
+def _trace_sqrt_product_sqrtm(sigma1, sigma2, eps):
+    """Tr sqrtm(sigma1 @ sigma2), as the TTUR and pytorch-fid code computes it."""
     covmean = _sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
         # A (near) singular product, e.g. fewer samples than dimensions: shift both
@@ -97,8 +129,34 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
             raise ValueError(f'sqrtm(sigma1 @ sigma2) has an imaginary component of '
                              f'{np.max(np.abs(covmean.imag)):.3g}; are the inputs covariances?')
         covmean = covmean.real
+    return float(np.trace(covmean))
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6, method='sqrtm', sqrt_sigma1=None):
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2):
+    ||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 sqrt(sigma1 sigma2)).
+
+    method='sqrtm' (the reference): `scipy.linalg.sqrtm` of sigma1 @ sigma2, with the
+    eps*I shift when it is not finite and the usual check of imaginary parts, as the
+    TTUR and pytorch-fid code. method='eigh': the trace from the eigenvalues of
+    sigma1^(1/2) sigma2 sigma1^(1/2) (symmetric solver; sqrt_sigma1 = `sqrt_psd(sigma1)`
+    can be given when sigma1 is fixed). The two agree to better than 1e-6 relative on
+    2048-d covariances (tests/test_fid.py, bench/bench_fid.py); eigh takes a few seconds
+    at 2048-d where sqrtm takes tens, and ~1 s with sqrt_sigma1 precomputed.
+    """
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1 = np.atleast_2d(sigma1).astype(np.float64)
+    sigma2 = np.atleast_2d(sigma2).astype(np.float64)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f'shapes differ: {mu1.shape}/{mu2.shape}, {sigma1.shape}/{sigma2.shape}')
+    if method == 'sqrtm':
+        tr_covmean = _trace_sqrt_product_sqrtm(sigma1, sigma2, eps)
+    elif method == 'eigh':
+        tr_covmean = _trace_sqrt_product_eigh(sigma1, sigma2, sqrt_sigma1)
+    else:
+        raise ValueError(f'unknown FID method {method!r}; use one of {FID_METHODS}')
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
 
 
 def kid(feats_a, feats_b, n_subsets=100, subset_size=1000, seed=0):
@@ -193,28 +251,20 @@ def precision_recall(real_feats, fake_feats, k=3):
 # Images
 # ---------------------------------------------------------------------------------------
 
-def fake_uint8(images):
-    """Generator output in [-1, 1] -> uint8 as the authors' PNGs store it.
-
-    clip(x * 127.5 + 127.5, 0, 255) in float32, then a cast that TRUNCATES (254.9 -> 254),
-    as the authors' `np.clip(deprocess(x), 0, 255).astype('uint8')` before PIL saves the
-    PNG. This is a shift of about -0.5/255 against rounding; it is kept so that our
-    in-training FIDs match theirs. NaN (a diverged generator) becomes 0.
-    """
-    x = np.asarray(images, dtype=np.float32) * np.float32(127.5) + np.float32(127.5)
-    x = np.clip(np.nan_to_num(x, nan=0.0), 0, 255)
-    return x.astype(np.uint8)
+def _utils():
+    # utils imports TensorFlow (seconds, log lines): only when images are read.
+    import utils
+    return utils
 
 
-def list_images(pattern):
-    """Sorted image files matching a glob pattern (or inside a directory)."""
-    if os.path.isdir(pattern):
-        pattern = os.path.join(pattern, '**', '*')
-    paths = [p for p in glob.glob(pattern, recursive=True)
-             if p.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(p)]
-    if not paths:
-        raise FIDError(f'no image files ({", ".join(IMAGE_EXTENSIONS)}) match {pattern!r}')
-    return sorted(paths)
+def find_images(pattern):
+    """Sorted decodable image files of a glob pattern or directory (utils.list_image_files;
+    undecodable files are skipped with a warning by utils.check_images)."""
+    utils = _utils()
+    try:
+        return utils.check_images(utils.list_image_files(pattern))[0]
+    except utils.DataError as e:
+        raise FIDError(str(e)) from None
 
 
 def select_files(paths, n, seed, what='images'):
@@ -231,49 +281,43 @@ def select_files(paths, n, seed, what='images'):
     return [paths[i] for i in sorted(order)]
 
 
-def load_images(paths, batch_size=50, img_size=None, resize_method='bilinear'):
-    """Yield uint8 (B, H, W, 3) batches of the image files, in order.
+def common_size(paths):
+    """The side of square images that all have one size (read from the file headers);
+    FIDError naming two files otherwise. For generated images read without --img_size."""
+    from PIL import Image
+    first = None
+    for path in paths:
+        with Image.open(path) as img:
+            size = img.size
+        if first is None:
+            first = (path, size)
+        if size != first[1] or size[0] != size[1]:
+            sizes = f'{first[1][0]}x{first[1][1]} ({first[0]})'
+            if size != first[1]:
+                sizes += f' and {size[0]}x{size[1]} ({path})'
+            raise FIDError(f'generated images must be square and of one size, got {sizes}; '
+                           'pass --img_size N to resize them')
+    if first is None:
+        raise FIDError('no generated images')
+    return first[1][0]
 
-    Grayscale is repeated to RGB and alpha dropped. With img_size, images of another
-    size are resized (tf.image.resize, no antialias, as the authors) and rounded to
-    uint8, as if the data set had been stored resized; the authors' monitor keeps the
-    resized floats (a difference of at most 0.5/255). Without img_size, all images in
-    a batch must share one size.
+
+def read_images(paths, img_size, batch_size=50, antialias=False):
+    """Yield uint8 (B, img_size, img_size, 3) batches of the image files, in order.
+
+    utils.decode_uint8_images: the training pipeline's decoding (gray -> RGB, alpha
+    dropped) and bilinear resize when an image is not img_size x img_size (no antialias
+    unless asked, as the authors), rounded to uint8 as if the data set had been stored
+    resized (the authors' monitor keeps the resized floats: at most 0.5/255 apart).
     """
-    # TODO: reuse utils.decode_uint8_images (the project's data pipeline, written
-    # concurrently; it always resizes, so fakes of unknown size need img_size first).
     import tensorflow as tf
-
-    def decode(path):
-        img = tf.io.decode_image(tf.io.read_file(path), channels=0, expand_animations=False)
-        channels = tf.shape(img)[-1]
-        img = tf.cond(channels < 3, lambda: tf.tile(img[..., :1], [1, 1, 3]),
-                      lambda: img[..., :3])
-        if img_size:
-            size = tf.shape(img)[:2]
-            img = tf.cond(
-                tf.reduce_all(size == img_size), lambda: img,
-                lambda: tf.cast(tf.clip_by_value(tf.round(tf.image.resize(
-                    img, [img_size, img_size], method=resize_method)), 0, 255), tf.uint8))
-        return img
-
-    ds = tf.data.Dataset.from_tensor_slices(list(paths))
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    batch = []
+    utils = _utils()
     try:
-        for img in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
-            if batch and img.shape != batch[0].shape:
-                raise FIDError(f'images have different sizes ({batch[0].shape[1]}x'
-                               f'{batch[0].shape[0]} and {img.shape[1]}x{img.shape[0]}); '
-                               'pass --img_size to resize them')
-            batch.append(img)
-            if len(batch) == batch_size:
-                yield np.stack(batch)
-                batch = []
+        yield from utils.decode_uint8_images(list(paths), img_size, batch_size, antialias)
+    except utils.DataError as e:
+        raise FIDError(str(e)) from None
     except tf.errors.OpError as e:
         raise FIDError(f'cannot read an image: {e.message.splitlines()[0]}') from None
-    if batch:
-        yield np.stack(batch)
 
 
 # ---------------------------------------------------------------------------------------
@@ -480,21 +524,22 @@ def compute_features(batches, extractor, n=None, desc='features'):
 
 def stats_key(file_list, n, img_size, network, resize_method):
     """sha1 of everything the real statistics depend on: the files used (sorted, with
-    sizes and mtimes, so edits invalidate), n, img_size, resize method and network."""
+    sizes and mtimes, so edits invalidate), n, img_size, resize method and network.
+    'version' changes with the image decoding (2: utils.decode_uint8_images)."""
     files = []
     for path in sorted(file_list):
         st = os.stat(path)
         files.append([os.path.abspath(path), st.st_size, st.st_mtime_ns])
-    blob = json.dumps({'version': 1, 'files': files, 'n': n, 'img_size': img_size,
+    blob = json.dumps({'version': 2, 'files': files, 'n': n, 'img_size': img_size,
                        'resize': resize_method, 'network': network}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()
 
 
-def real_stats(file_list, n, img_size, network, extractor, cache_dir, loader=load_images,
-               batch_size=50, resize_method='bilinear'):
+def real_stats(file_list, n, img_size, network, extractor, cache_dir, loader=read_images,
+               batch_size=50, antialias=False):
     """Features, mu and sigma of the first n files of file_list, cached as .npz.
 
-    loader(paths, batch_size, img_size, resize_method) yields uint8 batches. The cache
+    loader(paths, img_size, batch_size, antialias) yields uint8 batches. The cache
     file is named by `stats_key`; it is written atomically and reused only when the key
     matches. Returns a dict with features, mu, sigma, path and from_cache.
     """
@@ -503,14 +548,15 @@ def real_stats(file_list, n, img_size, network, extractor, cache_dir, loader=loa
     if n > len(file_list):
         raise FIDError(f'asked for {n} real images but only {len(file_list)} were given')
     files = list(file_list)[:n]
-    key = stats_key(files, n, img_size, network, resize_method)
+    resize = 'bilinear-antialias' if antialias else 'bilinear'
+    key = stats_key(files, n, img_size, network, resize)
     path = os.path.join(cache_dir, f'real-{key}.npz') if cache_dir else None
     if path and os.path.isfile(path):
         with np.load(path) as data:
             if str(data['key']) == key:
                 return {'features': data['features'], 'mu': data['mu'],
                         'sigma': data['sigma'], 'path': path, 'from_cache': True}
-    feats = compute_features(loader(files, batch_size, img_size, resize_method), extractor,
+    feats = compute_features(loader(files, img_size, batch_size, antialias), extractor,
                              n=n, desc='real features')['features']
     mu, sigma = feature_stats(feats)
     if path:
@@ -532,22 +578,81 @@ def real_stats(file_list, n, img_size, network, extractor, cache_dir, loader=loa
 # Generated images and the metrics of one evaluation
 # ---------------------------------------------------------------------------------------
 
-def generator_batches(generator, n, batch_size, seed):
-    """uint8 batches from a generator g(z, training=False) -> (images, attn)."""
-    rng = np.random.default_rng(seed)
-    for start in range(0, n, batch_size):
-        z = rng.standard_normal((min(batch_size, n - start), generator.noise_dim))
-        out = generator(z.astype(np.float32), training=False)
-        images = out[0] if isinstance(out, (tuple, list)) else out
-        yield fake_uint8(images)
+class FakeSampler:
+    """uint8 image batches from a generator g(z, training=False) -> (images, attention).
+
+    The generator runs in one tf.function compiled with XLA for a fixed batch size (the
+    last batch is padded with zero noise and cut), so the program is compiled once per
+    sampler whatever n is; when XLA cannot compile it, a warning and a plain graph.
+    Images are quantised by utils.to_uint8, the rule of the authors' PNG samples
+    (clip, truncate), so in-memory fakes equal the PNG round trip. `traces` counts the
+    tracings of the generator call.
+    """
+
+    def __init__(self, generator, batch_size, jit_compile=True):
+        self.generator = generator
+        self.batch_size = int(batch_size)
+        self.noise_dim = int(generator.noise_dim)
+        self.jit_compile = jit_compile
+        self.traces = 0
+        self._fn = None
+
+    def _forward(self, z):
+        self.traces += 1  # Python side effect: runs only while tracing
+        out = self.generator(z, training=False)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    def _images(self, z):
+        import tensorflow as tf
+        if self._fn is not None:
+            return self._fn(z)
+        fn = tf.function(self._forward, jit_compile=self.jit_compile)
+        try:
+            out = fn(z)
+        except Exception as e:
+            if not self.jit_compile:
+                raise
+            warnings.warn(f'XLA cannot compile the generator ({type(e).__name__}); '
+                          'sampling without XLA', RuntimeWarning)
+            fn = tf.function(self._forward)
+            out = fn(z)
+        self._fn = fn
+        return out
+
+    def batches(self, n, seed=None):
+        """Yield uint8 (<= batch_size, S, S, 3) batches of n images; noise from
+        np.random.default_rng(seed) (seed None: fresh noise every call)."""
+        import tensorflow as tf
+        to_uint8 = _utils().to_uint8
+        rng = np.random.default_rng(seed)
+        for start in range(0, n, self.batch_size):
+            b = min(self.batch_size, n - start)
+            z = np.zeros((self.batch_size, self.noise_dim), np.float32)
+            z[:b] = rng.standard_normal((b, self.noise_dim))
+            yield to_uint8(np.asarray(self._images(tf.constant(z)))[:b])
 
 
-def compute_metrics(real_feats, fake, metrics, seed=0):
+def rebatch(batches, size):
+    """Regroup a stream of arrays into batches of `size` rows (the last may be smaller)."""
+    pending, count = [], 0
+    for batch in batches:
+        pending.append(batch)
+        count += len(batch)
+        while count >= size:
+            joined = np.concatenate(pending)
+            yield joined[:size]
+            pending, count = [joined[size:]], count - size
+    if count:
+        yield np.concatenate(pending)
+
+
+def compute_metrics(real_feats, fake, metrics, seed=0, fid_method='sqrtm'):
     """The requested metrics from real features and fake outputs (features, logits)."""
     fake_feats = fake['features']
     results = {}
     if 'fid' in metrics:
-        results['fid'] = frechet_distance(*feature_stats(real_feats), *feature_stats(fake_feats))
+        results['fid'] = frechet_distance(*feature_stats(real_feats),
+                                          *feature_stats(fake_feats), method=fid_method)
     if 'kid' in metrics:
         results['kid_mean'], results['kid_std'] = kid(real_feats, fake_feats, seed=seed)
     if 'is' in metrics:
@@ -564,23 +669,35 @@ class InLoopFID:
     """The authors' in-training monitor (SPEC.md §7), for train.py.
 
     conf['n_fid_real'] EMA samples (fresh noise each call, as the authors) against as
-    many real images listed with seed 42, Keras InceptionV3 features; the real
-    statistics are computed once (and cached on disk when cache_dir is given).
+    many real images listed with seed 42, Keras InceptionV3 features. The EMA samples
+    come from one XLA program of batch conf['gen_batch_size'] (else fid_batch_size),
+    features are computed in batches of conf['fid_batch_size']. The real statistics
+    are computed once and cached on disk (cache_dir, keyed by `stats_key`: a second run
+    reads them); the square root of their covariance is computed once, so each call
+    takes the 'eigh' FID (agrees with sqrtm to < 1e-6 relative, much faster).
     Raises FIDUnavailable when the Keras weights are missing.
     """
 
     def __init__(self, eval_dir, conf, weights='imagenet', cache_dir=None, seed=42):
         self.n = conf['n_fid_real']
         self.batch_size = conf['fid_batch_size']
-        files = select_files(list_images(eval_dir), self.n, seed, 'real images')
+        self.gen_batch_size = conf.get('gen_batch_size') or self.batch_size
+        antialias = bool(conf.get('antialias', False))  # as the training images
+        files = select_files(find_images(eval_dir), self.n, seed, 'real images')
         self.extractor = KerasInception(weights=weights)
         self.real = real_stats(files, self.n, conf['img_size'], self.extractor.name,
-                               self.extractor, cache_dir, batch_size=self.batch_size)
+                               self.extractor, cache_dir, batch_size=self.batch_size,
+                               antialias=antialias)
+        self.sqrt_sigma_real = sqrt_psd(self.real['sigma'])
+        self.sampler = None
 
     def __call__(self, generator):
-        batches = generator_batches(generator, self.n, self.batch_size, seed=None)
+        if self.sampler is None or self.sampler.generator is not generator:
+            self.sampler = FakeSampler(generator, self.gen_batch_size)
+        batches = rebatch(self.sampler.batches(self.n), self.batch_size)
         fake = compute_features(batches, self.extractor, n=self.n, desc='FID')['features']
-        return frechet_distance(self.real['mu'], self.real['sigma'], *feature_stats(fake))
+        return frechet_distance(self.real['mu'], self.real['sigma'], *feature_stats(fake),
+                                method='eigh', sqrt_sigma1=self.sqrt_sigma_real)
 
 
 # ---------------------------------------------------------------------------------------
@@ -588,19 +705,45 @@ class InLoopFID:
 # ---------------------------------------------------------------------------------------
 
 HELP = """\
-Networks and protocols:
-  --network tf2015  the 2015 TF Inception graph of the TTUR code (pytorch-fid and
-                    torch-fidelity use its weights). Use it to compare with published
-                    tables: the authors reported pytorch-fid FIDs (e.g. CelebA-64 1.81
-                    with 50k samples, FFHQ-128 4.48 with 70k). Needs
-                    classify_image_graph_def.pb (downloaded once, or --inception_path).
-  --network keras   keras.applications.InceptionV3 (ImageNet): the authors' in-training
-                    monitor (2.5k vs 2.5k, picks the best checkpoint). NOT comparable
-                    with papers. --inception_path = the notop .h5 weights file.
-IS needs class logits, so it is only available with tf2015 (1008-way, as TTUR/OpenAI).
-Generated images are quantised like the authors' PNGs (see fake_uint8). Errors print
-one line and exit with code 2.
+Which numbers compare with which published tables:
+  --network tf2015  (default) the 2015 TensorFlow Inception graph
+                    (classify_image_graph_def.pb from inception-2015-12-05.tgz), pool_3
+                    features, images fed as uint8 at their own size and resized inside
+                    the graph. It is the network of the TTUR FID code, whose weights
+                    pytorch-fid and torch-fidelity port, and of published FID tables.
+                    Use it with --n_fake 50000 --n_real all to compare with papers, up
+                    to small implementation differences. The LadaGAN paper's FIDs come
+                    from pytorch-fid (CelebA-64 1.81 with 50k samples, FFHQ-128 4.48 with
+                    70k, LSUN Bedroom-128 5.08 with 30k); which real images the authors
+                    used for the reference statistics is not published, so expect
+                    approximate agreement only. The file is downloaded once when online;
+                    offline, put it in ~/.cache/ladagan/inception-2015-12-05/ or pass
+                    --inception_path.
+  --network keras   keras.applications.InceptionV3 (ImageNet weights), average-pooled,
+                    299x299 bilinear: the authors' in-training monitor (train.py: 2,500
+                    EMA samples vs 2,500 real images; picks the best checkpoint). A
+                    different network and protocol: NOT comparable with published
+                    tables, only with other runs measured the same way.
+                    --inception_path = the notop .h5 weights file.
+Metrics (all on the features of --network):
+  fid  Frechet distance. --fid_method sqrtm (default): scipy.linalg.sqrtm of S1 S2,
+       as TTUR and pytorch-fid; eigh: eigenvalues of S1^1/2 S2 S1^1/2, used by the
+       training monitor; they agree to better than 1e-6 relative, eigh is faster.
+  kid  unbiased MMD^2, cubic kernel, 100 subsets of 1000 (the estimator of Binkowski
+       et al. and StyleGAN2-ADA's kid; papers often print it x 1000).
+  is   Inception Score, 10 splits of the 1008-way softmax: tf2015 only (as OpenAI's and
+       TTUR's code).
+  pr   precision/recall, k=3 (Kynkaanniemi et al. 2019) on the Inception features;
+       StyleGAN and GANformer tables use VGG-16 features, so compare only between runs.
+Real images are resized (bilinear) to the generated size; published protocols store
+the data set at the model's resolution beforehand. Real statistics are cached in
+--cache_dir (train.py's monitor uses the same directory by default), keyed by the file
+list (paths, sizes, mtimes), N, image size, resize and network. Generated images are
+quantised as the authors' PNG samples (utils.to_uint8). Errors print one line and
+exit with code 2.
 """
+
+DEFAULT_STATS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '.cache', 'fid')
 
 
 def parse_args(argv=None):
@@ -619,12 +762,16 @@ def parse_args(argv=None):
     p.add_argument('--network', choices=('tf2015', 'keras'), default='tf2015',
                    help='feature network (default tf2015, see below)')
     p.add_argument('--inception_path', help='network file (tf2015 .pb or keras .h5)')
+    p.add_argument('--fid_method', choices=FID_METHODS, default='sqrtm',
+                   help='how the FID trace term is computed (default sqrtm, see below)')
     p.add_argument('--img_size', type=int,
-                   help='resize real (and fake) images to this size; default: the fake size')
-    p.add_argument('--batch_size', type=int, default=50, help='feature batch size (default 50)')
+                   help='resize real images and --fake_dir images to this size; default: '
+                        'the generated size (--fake_dir images must then share one size)')
+    p.add_argument('--batch_size', type=int, default=50,
+                   help='feature and sampling batch size (default 50)')
     p.add_argument('--seed', type=int, default=0,
                    help='seed of the real/fake file selection, the noise and KID subsets')
-    p.add_argument('--cache_dir', default=os.path.join(CACHE_ROOT, 'fid-stats'),
+    p.add_argument('--cache_dir', default=DEFAULT_STATS_DIR,
                    help='where real statistics are cached (default %(default)s)')
     p.add_argument('--out', help='JSON results file (default for --model_dir: '
                                  'MODEL_DIR/eval-NETWORK.json)')
@@ -644,7 +791,7 @@ def _parse_n(value, name):
 
 
 def run(args):
-    """Evaluate; returns the results dict. Inputs are checked before TF is imported."""
+    """Evaluate; returns the results dict. Arguments are checked before TF is imported."""
     metrics = [m.strip() for m in args.metrics.split(',') if m.strip()]
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown or not metrics:
@@ -655,37 +802,43 @@ def run(args):
     n_fake = _parse_n(args.n_fake, 'n_fake')
     if n_fake == 'all' and args.model_dir:
         raise FIDError('--n_fake must be a number with --model_dir')
-    real_files = select_files(list_images(args.eval_dir), n_real, args.seed, 'real images')
-    fake_files = None
-    if args.fake_dir:
-        fake_files = select_files(list_images(args.fake_dir), n_fake, args.seed, 'fake images')
-    elif not os.path.isdir(args.model_dir):
+    if args.model_dir and not os.path.isdir(args.model_dir):
         raise FIDError(f'--model_dir {args.model_dir} is not a directory')
+    real_files = select_files(find_images(args.eval_dir), n_real, args.seed, 'real images')
+    fake_files = img_size = None
+    if args.fake_dir:
+        fake_files = select_files(find_images(args.fake_dir), n_fake, args.seed, 'fake images')
+        img_size = args.img_size or common_size(fake_files)
     weights = args.inception_path
     if args.network == 'tf2015':
         weights = get_tf2015_graph(args.inception_path)
     elif weights and not os.path.isfile(weights):
         raise FIDUnavailable(f'Keras InceptionV3 weights file not found: {weights}')
 
-    extractor = get_extractor(args.network, weights)
     if fake_files is not None:
-        fake_batches = load_images(fake_files, args.batch_size, args.img_size)
+        fake_batches = read_images(fake_files, img_size, args.batch_size)
         n_fake = len(fake_files)
     else:
-        import utils  # lazily: the training utilities are only needed here
-        generator = utils.load_generator(args.model_dir, ema=True)
-        fake_batches = generator_batches(generator, n_fake, args.batch_size, args.seed)
+        utils = _utils()
+        try:
+            generator = utils.load_generator(args.model_dir, ema=True)
+        except utils.CheckpointError as e:
+            raise FIDError(str(e)) from None
+        fake_batches = FakeSampler(generator, args.batch_size).batches(n_fake, args.seed)
+    extractor = get_extractor(args.network, weights)
     sizes = []
     fake = compute_features(_record_size(fake_batches, sizes), extractor, n=n_fake,
                             desc='fake features')
-    img_size = args.img_size or sizes[0]  # real images are resized to the fake size
+    img_size = img_size or args.img_size or sizes[0]  # reals are resized to the fake size
     real = real_stats(real_files, len(real_files), img_size, extractor.name, extractor,
                       args.cache_dir, batch_size=args.batch_size)
-    results = compute_metrics(real['features'], fake, metrics, seed=args.seed)
+    results = compute_metrics(real['features'], fake, metrics, seed=args.seed,
+                              fid_method=args.fid_method)
     results.update({
-        'network': args.network, 'n_real': len(real_files), 'n_fake': n_fake,
-        'img_size': img_size, 'eval_dir': args.eval_dir, 'fake_dir': args.fake_dir,
-        'model_dir': args.model_dir, 'seed': args.seed, 'real_stats': real['path']})
+        'network': args.network, 'fid_method': args.fid_method,
+        'n_real': len(real_files), 'n_fake': n_fake, 'img_size': img_size,
+        'eval_dir': args.eval_dir, 'fake_dir': args.fake_dir, 'model_dir': args.model_dir,
+        'seed': args.seed, 'real_stats': real['path'], 'real_stats_cached': real['from_cache']})
     return results
 
 

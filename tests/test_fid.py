@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 import urllib.error
 
 import numpy as np
@@ -91,6 +90,74 @@ def test_fid_rejects_large_imaginary_parts():
     # diag(1, -1) is not a covariance: its square root is imaginary.
     with pytest.raises(ValueError, match='imaginary'):
         fid.frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
+
+
+def _power_law_features(rng, n, d, decay=1.3, scale=5.0, shift=None):
+    """Inception-like features: a power-law covariance spectrum in a random basis,
+    non-negative after a ReLU (pool_3 averages ReLU outputs)."""
+    basis, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    spectrum = scale * np.arange(1, d + 1) ** -decay
+    shift = np.abs(rng.normal(0.3, 0.2, d)) if shift is None else shift
+    return np.maximum((rng.normal(size=(n, d)) * np.sqrt(spectrum)) @ basis + shift, 0)
+
+
+@pytest.mark.parametrize('seed,d,n1,n2', [(0, 96, 400, 300), (1, 128, 1000, 100),
+                                          (2, 64, 5000, 70)])
+def test_fid_eigh_agrees_with_sqrtm_on_random_covariances(seed, d, n1, n2):
+    rng = np.random.default_rng(seed)
+    x = _power_law_features(rng, n1, d)
+    y = _power_law_features(rng, n2, d) * 1.1
+    s_x, s_y = fid.feature_stats(x), fid.feature_stats(y)
+    ref = fid.frechet_distance(*s_x, *s_y, method='sqrtm')
+    got = fid.frechet_distance(*s_x, *s_y, method='eigh')
+    assert got == pytest.approx(ref, rel=1e-6)
+    assert got == pytest.approx(_fid_by_eigh(x, y), rel=1e-9)
+    # The square root of the fixed covariance can be computed once.
+    root = fid.sqrt_psd(s_x[1])
+    np.testing.assert_allclose(root @ root, s_x[1], rtol=0, atol=1e-9 * np.abs(s_x[1]).max())
+    assert fid.frechet_distance(*s_x, *s_y, method='eigh', sqrt_sigma1=root) == got
+    # Swapping the sets gives the same distance.
+    assert fid.frechet_distance(*s_y, *s_x, method='eigh') == pytest.approx(got, rel=1e-6)
+
+
+def test_fid_eigh_agrees_with_sqrtm_on_singular_covariances():
+    # 40 samples in 64 dimensions: both covariances have rank 39.
+    rng = np.random.default_rng(20)
+    mix = rng.normal(size=(64, 64))
+    x = rng.normal(size=(40, 64)) @ mix
+    y = rng.normal(size=(40, 64)) @ mix * 0.8 + 0.3
+    s_x, s_y = fid.feature_stats(x), fid.feature_stats(y)
+    assert np.linalg.matrix_rank(s_x[1]) == 39
+    ref = fid.frechet_distance(*s_x, *s_y, method='sqrtm')
+    assert fid.frechet_distance(*s_x, *s_y, method='eigh') == pytest.approx(ref, rel=1e-6)
+    # Exactly singular diagonal covariances against the closed form.
+    s1, s2 = np.array([1.0, 0.0, 2.0, 0.0]), np.array([3.0, 0.5, 0.0, 0.0])
+    expected = np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
+    for method in fid.FID_METHODS:
+        got = fid.frechet_distance(np.zeros(4), np.diag(s1), np.zeros(4), np.diag(s2),
+                                   method=method)
+        assert got == pytest.approx(expected, rel=1e-9), method
+
+
+def test_fid_eigh_rejects_non_covariances_and_unknown_methods():
+    with pytest.raises(ValueError, match='not positive semi-definite'):
+        fid.frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2),
+                             method='eigh')
+    with pytest.raises(ValueError, match='not positive semi-definite'):
+        fid.frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.diag([1.0, -1.0]),
+                             method='eigh')
+    with pytest.raises(ValueError, match='unknown FID method'):
+        fid.frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2), method='svd')
+
+
+@pytest.mark.slow
+def test_fid_eigh_agrees_with_sqrtm_at_2048_dimensions():
+    # The real size (about a minute of sqrtm on 2 cores): 2,500 vs 2,500 as in training.
+    rng = np.random.default_rng(21)
+    s_x = fid.feature_stats(_power_law_features(rng, 2500, 2048))
+    s_y = fid.feature_stats(_power_law_features(rng, 2500, 2048) * 1.05)
+    ref = fid.frechet_distance(*s_x, *s_y, method='sqrtm')
+    assert fid.frechet_distance(*s_x, *s_y, method='eigh') == pytest.approx(ref, rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,12 +247,27 @@ def test_precision_recall_against_brute_force_and_in_blocks(monkeypatch):
 # ---------------------------------------------------------------------------------------
 
 
-def test_fake_uint8_clips_and_truncates():
-    x = np.array([-2.0, -1.0, 0.0, 0.999, 1.0, 3.0, np.nan], np.float32)
-    # 0 -> 127.5 -> 127 (truncation, as the authors' astype('uint8')), not 128.
-    # 0.999 -> 254.37 -> 254.
-    np.testing.assert_array_equal(fid.fake_uint8(x), [0, 0, 127, 254, 255, 255, 0])
-    assert fid.fake_uint8(x).dtype == np.uint8
+class ConstantGenerator:
+    """Ignores the noise; returns the first rows of fixed images (TF ops, so it traces)."""
+
+    def __init__(self, images, noise_dim=3):
+        self.images, self.noise_dim, self.seen = np.asarray(images, np.float32), noise_dim, []
+
+    def __call__(self, z, training):
+        import tensorflow as tf
+        assert not training
+        self.seen.append(tuple(z.shape))
+        return tf.constant(self.images)[:z.shape[0]], []
+
+
+def test_fakes_are_quantised_as_the_authors_pngs():
+    # x*127.5 + 127.5, clipped, then TRUNCATED (the authors' astype('uint8')):
+    # 0 -> 127.5 -> 127 and 0.999 -> 254.37 -> 254.
+    values = np.array([-2.0, -1.0, 0.0, 0.999, 1.0, 3.0], np.float32)
+    gen = ConstantGenerator(np.broadcast_to(values[:, None, None, None], (6, 2, 2, 3)))
+    (batch,) = list(fid.FakeSampler(gen, batch_size=6).batches(6))
+    assert batch.dtype == np.uint8
+    np.testing.assert_array_equal(batch[:, 0, 0, 0], [0, 0, 127, 254, 255, 255])
 
 
 def _save_pngs(images, directory):
@@ -198,31 +280,48 @@ def _save_pngs(images, directory):
     return paths
 
 
-def test_load_images_converts_gray_and_rgba_and_resizes(tmp_path):
+def test_read_images_converts_gray_and_rgba_and_resizes(tmp_path):
     rgb = np.random.default_rng(9).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     gray = rgb[..., 0]
     Image.fromarray(gray).save(tmp_path / 'a_gray.png')
     Image.fromarray(np.dstack([rgb, np.full((8, 8), 7, np.uint8)])).save(tmp_path / 'b_rgba.png')
     Image.fromarray(rgb).save(tmp_path / 'c_rgb.png')
-    paths = fid.list_images(str(tmp_path / '*.png'))
-    (batch,) = list(fid.load_images(paths, batch_size=3))
+    paths = fid.find_images(str(tmp_path / '*.png'))
+    (batch,) = list(fid.read_images(paths, 8, batch_size=3))
     assert batch.dtype == np.uint8 and batch.shape == (3, 8, 8, 3)
     np.testing.assert_array_equal(batch[0], np.dstack([gray] * 3))
     np.testing.assert_array_equal(batch[1], rgb)
     np.testing.assert_array_equal(batch[2], rgb)
     # Resize: a constant image stays constant; the batch is 4x4.
     Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(tmp_path / 'd_const.png')
-    batches = list(fid.load_images([str(tmp_path / 'd_const.png')], 2, img_size=4))
+    batches = list(fid.read_images([str(tmp_path / 'd_const.png')], 4, batch_size=2))
     np.testing.assert_array_equal(batches[0], np.full((1, 4, 4, 3), 200, np.uint8))
 
 
-def test_load_images_rejects_mixed_sizes(tmp_path):
+def test_generated_images_of_mixed_sizes_are_rejected(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / 'a.png')
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / 'b.png')
-    paths = fid.list_images(str(tmp_path))
-    with pytest.raises(fid.FIDError, match='different sizes'):
-        list(fid.load_images(paths, batch_size=2))
-    assert [b.shape for b in fid.load_images(paths, 2, img_size=8)] == [(2, 8, 8, 3)]
+    Image.fromarray(np.zeros((8, 6, 3), np.uint8)).save(tmp_path / 'c.png')
+    paths = fid.find_images(str(tmp_path))
+    with pytest.raises(fid.FIDError, match=r'one size, got 8x8 .*a.png.* and 16x16 .*b.png'):
+        fid.common_size(paths)
+    with pytest.raises(fid.FIDError, match=r'square .* got 6x8'):
+        fid.common_size(paths[2:])
+    assert fid.common_size(paths[:1]) == 8
+    # With a size given they are resized.
+    assert [b.shape for b in fid.read_images(paths, 8, 3)] == [(3, 8, 8, 3)]
+
+
+def test_empty_directories_and_bad_files_are_clear_errors(tmp_path):
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(fid.FIDError, match='holds no image files'):
+        fid.find_images(str(tmp_path / 'empty'))
+    with pytest.raises(fid.FIDError, match='No file matches'):
+        fid.find_images(str(tmp_path / 'nothing' / '*.png'))
+    (tmp_path / 'bad').mkdir()
+    (tmp_path / 'bad' / 'x.png').write_bytes(b'not a png')
+    with pytest.warns(UserWarning), pytest.raises(fid.FIDError, match='None of the 1'):
+        fid.find_images(str(tmp_path / 'bad'))
 
 
 # ---------------------------------------------------------------------------------------
@@ -391,11 +490,23 @@ def test_keras_inception_offline_is_unavailable(monkeypatch):
 
 
 def test_in_memory_uint8_features_equal_png_round_trip(tmp_path, fake_tf2015):
-    x = np.random.default_rng(13).uniform(-1.2, 1.2, (7, 8, 8, 3)).astype(np.float32)
-    images = fid.fake_uint8(x)
-    in_memory = fid.compute_features([images[:4], images[4:]], fake_tf2015)
-    paths = _save_pngs(images, str(tmp_path / 'png'))
-    from_files = fid.compute_features(fid.load_images(paths, batch_size=4), fake_tf2015)
+    import tensorflow as tf
+
+    class ReshapeGenerator:  # z -> 0.6 z as an 8x8 RGB image: values beyond [-1, 1] too
+        noise_dim = 8 * 8 * 3
+
+        def __call__(self, z, training):
+            return tf.reshape(z, [-1, 8, 8, 3]) * 0.6, []
+
+    batches = list(fid.FakeSampler(ReshapeGenerator(), batch_size=4).batches(7, seed=13))
+    assert [len(b) for b in batches] == [4, 3]
+    in_memory = fid.compute_features(batches, fake_tf2015)
+    z = np.random.default_rng(13).standard_normal((7, 192)).astype(np.float32)
+    x = z.reshape(7, 8, 8, 3) * np.float32(0.6)
+    # The authors write PNGs of np.clip(x * 127.5 + 127.5, 0, 255).astype('uint8').
+    pngs = np.clip(x * 127.5 + 127.5, 0, 255).astype('uint8')
+    paths = _save_pngs(pngs, str(tmp_path / 'png'))
+    from_files = fid.compute_features(fid.read_images(paths, 8, batch_size=4), fake_tf2015)
     np.testing.assert_array_equal(in_memory['features'], from_files['features'])
     np.testing.assert_array_equal(in_memory['logits'], from_files['logits'])
 
@@ -482,21 +593,65 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize('extra', [
-    ['--eval_dir', '/nonexistent/*.png', '--fake_dir', '/nonexistent/*.png'],
-    ['--n_real', '100', '--fake_dir', 'REAL'],
-    ['--network', 'tf2015', '--inception_path', '/nonexistent.pb', '--fake_dir', 'REAL'],
+@pytest.fixture
+def bad_inputs(tmp_path, real_files):
+    (tmp_path / 'empty').mkdir()
+    mixed = tmp_path / 'mixed'
+    mixed.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(mixed / 'a.png')
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(mixed / 'b.png')
+    return {'REAL': os.path.dirname(real_files[0]), 'EMPTY': str(tmp_path / 'empty'),
+            'MIXED': str(mixed)}
+
+
+@pytest.mark.parametrize('extra,message', [
+    (['--eval_dir', '/nonexistent/*.png', '--fake_dir', 'REAL'], 'No file matches'),
+    (['--eval_dir', 'EMPTY', '--fake_dir', 'REAL'], 'holds no image files'),
+    (['--fake_dir', 'EMPTY'], 'holds no image files'),
+    (['--n_real', '100', '--fake_dir', 'REAL'], 'asked for 100 real images but only 12'),
+    (['--n_fake', '13', '--fake_dir', 'REAL'], 'asked for 13 fake images but only 12'),
+    (['--fake_dir', 'MIXED'], 'must be square and of one size'),
+    (['--network', 'tf2015', '--inception_path', '/nonexistent.pb', '--fake_dir', 'REAL'],
+     'Inception graph not found'),
+    (['--network', 'keras', '--inception_path', '/nonexistent.h5', '--fake_dir', 'REAL'],
+     'weights file not found'),
+    (['--model_dir', '/nonexistent'], 'is not a directory'),
+    (['--metrics', 'fid,xyz', '--fake_dir', 'REAL'], 'unknown metrics'),
 ])
-def test_cli_errors_are_one_line(extra, real_files):
-    real = os.path.dirname(real_files[0])
-    args = [a.replace('REAL', real) for a in extra]
+def test_cli_errors_are_one_line(extra, message, bad_inputs, capsys):
+    args = [bad_inputs.get(a, a) for a in extra]
     if '--eval_dir' not in args:
-        args = ['--eval_dir', real] + args
-    result = _cli(*args)
-    assert result.returncode == 2
-    assert 'Traceback' not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('fid.py: error:'), result.stderr
+        args = ['--eval_dir', bad_inputs['REAL']] + args
+    if '--fake_dir' in args and '--n_fake' not in args:
+        args += ['--n_fake', 'all']
+    assert fid.main(args) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('fid.py: error:'), captured.err
+    assert message in lines[0] and not captured.out
+
+
+def test_cli_error_in_a_subprocess_is_one_line_without_traceback(bad_inputs):
+    result = _cli('--eval_dir', bad_inputs['EMPTY'], '--fake_dir', bad_inputs['REAL'])
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    # The error is the last line (TensorFlow may log lines of its own before it).
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('fid.py: error:') and 'holds no image files' in last, result.stderr
+
+
+def test_cli_tf2015_offline_without_the_file_is_one_line(tmp_path, monkeypatch, capsys,
+                                                          real_files):
+    def offline(url, dest):
+        raise urllib.error.URLError('no network')
+
+    monkeypatch.setattr(fid, '_download', offline)
+    monkeypatch.setattr(fid, 'CACHE_ROOT', str(tmp_path / 'cache'))
+    code = fid.main(['--eval_dir', os.path.dirname(real_files[0]), '--fake_dir',
+                     os.path.dirname(real_files[0]), '--n_fake', 'all'])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith('fid.py: error: cannot download the Inception 2015 graph')
+    assert fid.TF2015_FILE in err and str(tmp_path / 'cache') in err
 
 
 def test_cli_end_to_end_on_the_small_graph(tmp_path, small_graph):
@@ -505,22 +660,32 @@ def test_cli_end_to_end_on_the_small_graph(tmp_path, small_graph):
     real = _save_pngs(rng.integers(0, 256, (30, 8, 8, 3), dtype=np.uint8), str(tmp_path / 'r'))
     fake = _save_pngs(rng.integers(0, 200, (20, 8, 8, 3), dtype=np.uint8), str(tmp_path / 'f'))
     out = tmp_path / 'res.json'
-    result = _cli('--eval_dir', str(tmp_path / 'r' / '*.png'), '--fake_dir',
-                  str(tmp_path / 'f'), '--n_fake', '20', '--metrics', 'fid,kid,is,pr',
-                  '--network', 'tf2015', '--inception_path', graph,
-                  '--batch_size', '8', '--cache_dir', str(tmp_path / 'c'), '--out', str(out))
+    args = ['--eval_dir', str(tmp_path / 'r' / '*.png'), '--fake_dir', str(tmp_path / 'f'),
+            '--n_fake', '20', '--metrics', 'fid,kid,is,pr', '--network', 'tf2015',
+            '--inception_path', graph, '--batch_size', '8', '--cache_dir',
+            str(tmp_path / 'c'), '--out', str(out)]
+    result = _cli(*args)
     assert result.returncode == 0, result.stderr
     res = json.loads(out.read_text())
-    real_f = fid.compute_features(fid.load_images(real, 8), ext)['features']
-    fake_o = fid.compute_features(fid.load_images(fake, 8), ext)
+    real_f = fid.compute_features(fid.read_images(real, 8, 8), ext)['features']
+    fake_o = fid.compute_features(fid.read_images(fake, 8, 8), ext)
     expected = fid.compute_metrics(real_f, fake_o, ['fid', 'kid', 'is', 'pr'])
     for key, value in expected.items():
         assert res[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
     assert res['n_real'] == 30 and res['n_fake'] == 20 and res['network'] == 'tf2015'
+    assert res['fid_method'] == 'sqrtm' and not res['real_stats_cached']
     assert os.path.isfile(res['real_stats'])
+    # Second run: the real statistics come from the cache; eigh gives the same FID.
+    result = _cli(*args, '--fid_method', 'eigh')
+    assert result.returncode == 0, result.stderr
+    again = json.loads(out.read_text())
+    assert again['real_stats_cached'] and again['real_stats'] == res['real_stats']
+    assert again['fid'] == pytest.approx(res['fid'], rel=1e-6)
 
 
 def test_model_dir_uses_the_ema_generator(tmp_path, monkeypatch, small_graph):
+    import tensorflow as tf
+    import utils
     graph, ext = small_graph
     calls = {}
 
@@ -529,14 +694,14 @@ def test_model_dir_uses_the_ema_generator(tmp_path, monkeypatch, small_graph):
 
         def __call__(self, z, training):
             assert not training
-            img = np.tanh(z[:, :3])[:, None, None, :] * np.ones((1, 8, 8, 1), np.float32)
+            img = tf.tanh(z[:, None, None, :3]) * tf.ones((1, 8, 8, 1))
             return img, []
 
     def load_generator(model_dir, ema):
         calls['args'] = (model_dir, ema)
         return TinyGenerator()
 
-    monkeypatch.setitem(sys.modules, 'utils', types.SimpleNamespace(load_generator=load_generator))
+    monkeypatch.setattr(utils, 'load_generator', load_generator)
     real = _save_pngs(np.random.default_rng(16).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8),
                       str(tmp_path / 'r'))
     model_dir = tmp_path / 'run'
@@ -548,11 +713,79 @@ def test_model_dir_uses_the_ema_generator(tmp_path, monkeypatch, small_graph):
     assert calls['args'] == (str(model_dir), True)
     res = json.loads((model_dir / 'eval-tf2015.json').read_text())
     z = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
-    fakes = fid.fake_uint8(TinyGenerator()(z, False)[0])
-    real_f = fid.compute_features(fid.load_images(real, 4), ext)['features']
+    fakes = utils.to_uint8(TinyGenerator()(z, False)[0].numpy())
+    real_f = fid.compute_features(fid.read_images(real, 8, 4), ext)['features']
     expected = fid.compute_metrics(real_f, ext(fakes), ['fid', 'is'])
     assert res['fid'] == pytest.approx(expected['fid'], rel=1e-4)
     assert res['is_mean'] == pytest.approx(expected['is_mean'], rel=1e-4)
+
+
+def test_model_dir_checkpoint_errors_are_one_line(tmp_path, capsys, real_files):
+    (tmp_path / 'run').mkdir()
+    code = fid.main(['--eval_dir', os.path.dirname(real_files[0]), '--model_dir',
+                     str(tmp_path / 'run'), '--n_fake', '10', '--network', 'keras'])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and 'config.json' in err, err
+
+
+# ---------------------------------------------------------------------------------------
+# Fakes under XLA and the in-training monitor
+# ---------------------------------------------------------------------------------------
+
+
+def _dense_generator(noise_dim=5, size=4):
+    import keras
+    model = keras.Sequential([keras.Input((noise_dim,)), keras.layers.Dense(size * size * 3),
+                              keras.layers.Reshape((size, size, 3)),
+                              keras.layers.Activation('tanh')])
+    model.noise_dim = noise_dim
+    return model
+
+
+def test_fake_sampler_compiles_one_xla_program_for_a_fixed_batch():
+    import tensorflow as tf
+    import utils
+    gen = _dense_generator()
+    sampler = fid.FakeSampler(gen, batch_size=4)
+    batches = list(sampler.batches(10, seed=3))
+    assert [b.shape for b in batches] == [(4, 4, 4, 3), (4, 4, 4, 3), (2, 4, 4, 3)]
+    assert sampler.traces == 1 and sampler._fn.function_spec.jit_compile
+    list(sampler.batches(7))
+    assert sampler.traces == 1
+    z = np.random.default_rng(3).standard_normal((10, 5)).astype(np.float32)
+    eager = utils.to_uint8(gen(tf.constant(z), training=False).numpy())
+    # XLA may round the last bit differently; truncation then moves a level at most.
+    diff = np.abs(np.concatenate(batches).astype(int) - eager.astype(int))
+    assert diff.max() <= 1 and diff.mean() < 0.01
+    # Same seed, same images; no seed, fresh noise.
+    np.testing.assert_array_equal(np.concatenate(list(sampler.batches(10, seed=3))),
+                                  np.concatenate(batches))
+    assert not np.array_equal(next(sampler.batches(4)), next(sampler.batches(4)))
+
+
+def test_fake_sampler_falls_back_when_xla_cannot_compile():
+    import tensorflow as tf
+
+    class NumpyGenerator:  # numpy_function has no XLA kernel
+        noise_dim = 2
+
+        def __call__(self, z, training):
+            img = tf.numpy_function(lambda a: np.tanh(a[:, :1, None, None]) *
+                                    np.ones((1, 2, 2, 3), np.float32), [z], tf.float32)
+            return img, []
+
+    sampler = fid.FakeSampler(NumpyGenerator(), batch_size=3)
+    with pytest.warns(RuntimeWarning, match='XLA cannot compile'):
+        batches = list(sampler.batches(5, seed=0))
+    assert [len(b) for b in batches] == [3, 2]
+    assert len(list(sampler.batches(5))) == 2  # no second warning or trace needed
+
+
+def test_rebatch():
+    stream = [np.arange(3), np.arange(3, 10), np.arange(10, 11)]
+    out = list(fid.rebatch(stream, 4))
+    assert [len(b) for b in out] == [4, 4, 3]
+    np.testing.assert_array_equal(np.concatenate(out), np.arange(11))
 
 
 def test_in_loop_fid_matches_direct_computation(tmp_path, monkeypatch, real_files):
@@ -563,34 +796,50 @@ def test_in_loop_fid_matches_direct_computation(tmp_path, monkeypatch, real_file
             super().__init__()
 
     monkeypatch.setattr(fid, 'KerasInception', Stub)
-
-    fixed = np.random.default_rng(17).uniform(-1, 1, (4, 8, 8, 3)).astype(np.float32)
-
-    class Gen:  # ignores the (unseeded) noise so that the FID is known
-        noise_dim = 3
-
-        def __call__(self, z, training):
-            return fixed[:len(z)], []
-
-    conf = {'n_fid_real': 10, 'fid_batch_size': 4, 'img_size': 8}
+    fixed = np.random.default_rng(17).uniform(-1, 1, (3, 8, 8, 3)).astype(np.float32)
+    gen = ConstantGenerator(fixed)
+    # Generation in batches of 3 (one program), features in batches of 4.
+    conf = {'n_fid_real': 10, 'fid_batch_size': 4, 'gen_batch_size': 3, 'img_size': 8}
     monitor = fid.InLoopFID(os.path.dirname(real_files[0]), conf, weights=None,
                             cache_dir=str(tmp_path / 'c'))
     assert monitor.extractor.calls == 3 and not monitor.real['from_cache']
-    assert fid.InLoopFID(os.path.dirname(real_files[0]), conf, None,
-                         str(tmp_path / 'c')).real['from_cache']
-    value = monitor(Gen())
-    assert monitor.extractor.calls == 6
+    second = fid.InLoopFID(os.path.dirname(real_files[0]), conf, None, str(tmp_path / 'c'))
+    assert second.real['from_cache'] and second.extractor.calls == 0
+    value = monitor(gen)
+    assert monitor.extractor.calls == 6 and set(gen.seen) == {(3, 3)}
+    assert monitor.sampler.traces == 1 and monitor(gen) == value
+    assert monitor.sampler.traces == 1 and monitor.extractor.calls == 9
     chosen = fid.select_files(sorted(real_files), 10, seed=42)
     real = np.stack([np.asarray(Image.open(p)) for p in chosen])
     mu, sigma = fid.feature_stats(Stub(None)(real)['features'])
-    fakes = fid.fake_uint8(np.concatenate([fixed, fixed, fixed[:2]]))
-    expected = fid.frechet_distance(mu, sigma, *fid.feature_stats(Stub(None)(fakes)['features']))
-    assert value == pytest.approx(expected, rel=1e-9)
+    fakes = np.clip(np.concatenate([fixed] * 3 + [fixed[:1]]) * 127.5 + 127.5, 0, 255)
+    fake_feats = Stub(None)(fakes.astype(np.uint8))['features']
+    expected = fid.frechet_distance(mu, sigma, *fid.feature_stats(fake_feats), method='sqrtm')
+    assert value == pytest.approx(expected, rel=1e-6)
     np.testing.assert_allclose(monitor.real['mu'], mu, rtol=1e-12)
     np.testing.assert_allclose(monitor.real['sigma'], sigma, rtol=1e-12)
+
+
+def test_in_loop_fid_without_gen_batch_size_uses_fid_batch_size(tmp_path, monkeypatch,
+                                                                real_files):
+    class Stub(CountingExtractor):
+        name = 'stub'
+
+        def __init__(self, weights):
+            super().__init__()
+
+    monkeypatch.setattr(fid, 'KerasInception', Stub)
+    gen = ConstantGenerator(np.zeros((4, 8, 8, 3)))
+    monitor = fid.InLoopFID(os.path.dirname(real_files[0]),
+                            {'n_fid_real': 6, 'fid_batch_size': 4, 'img_size': 8}, None)
+    monitor(gen)
+    assert set(gen.seen) == {(4, 3)} and monitor.real['path'] is None
 
 
 def test_cli_help_explains_the_networks():
     result = _cli('--help')
     assert result.returncode == 0
-    assert 'NOT comparable' in result.stdout and 'pytorch-fid' in result.stdout
+    text = ' '.join(result.stdout.split())
+    for phrase in ('NOT comparable', 'pytorch-fid', 'TTUR', 'in-training monitor',
+                   'LadaGAN paper', '--fid_method', 'scipy.linalg.sqrtm', 'VGG-16'):
+        assert phrase in text, phrase
