@@ -581,55 +581,52 @@ def real_stats(file_list, n, img_size, network, extractor, cache_dir, loader=rea
 class FakeSampler:
     """uint8 image batches from a generator g(z, training=False) -> (images, attention).
 
-    The generator runs in one tf.function compiled with XLA for a fixed batch size (the
-    last batch is padded with zero noise and cut), so the program is compiled once per
-    sampler whatever n is; when XLA cannot compile it, a warning and a plain graph.
+    The generator runs through generate.Sampler: one tf.function compiled with XLA for
+    a fixed batch size (the last batch is padded and cut), so one program is compiled
+    per sampler whatever n is; when XLA cannot compile it, a warning and a plain graph.
     Images are quantised by utils.to_uint8, the rule of the authors' PNG samples
-    (clip, truncate), so in-memory fakes equal the PNG round trip. `traces` counts the
-    tracings of the generator call.
+    (clip, truncate), so in-memory fakes equal the PNG round trip.
     """
 
     def __init__(self, generator, batch_size, jit_compile=True):
+        import generate
         self.generator = generator
         self.batch_size = int(batch_size)
         self.noise_dim = int(generator.noise_dim)
         self.jit_compile = jit_compile
-        self.traces = 0
-        self._fn = None
+        self._sampler = generate.Sampler(generator, self.batch_size, jit_compile)
+        self._ready = False
 
-    def _forward(self, z):
-        self.traces += 1  # Python side effect: runs only while tracing
-        out = self.generator(z, training=False)
-        return out[0] if isinstance(out, (tuple, list)) else out
+    @property
+    def traces(self):
+        """How many times the generator call was traced (1 after any number of calls)."""
+        return self._sampler._images.experimental_get_tracing_count()
 
-    def _images(self, z):
-        import tensorflow as tf
-        if self._fn is not None:
-            return self._fn(z)
-        fn = tf.function(self._forward, jit_compile=self.jit_compile)
+    def _compile(self):
+        # One batch on the first use: compiles, or falls back when XLA cannot.
+        import generate
+        z = np.zeros((self.batch_size, self.noise_dim), np.float32)
         try:
-            out = fn(z)
+            next(self._sampler.batches(z, progress=False))
         except Exception as e:
             if not self.jit_compile:
                 raise
             warnings.warn(f'XLA cannot compile the generator ({type(e).__name__}); '
                           'sampling without XLA', RuntimeWarning)
-            fn = tf.function(self._forward)
-            out = fn(z)
-        self._fn = fn
-        return out
+            self._sampler = generate.Sampler(self.generator, self.batch_size, False)
+            next(self._sampler.batches(z, progress=False))
+        self._ready = True
 
     def batches(self, n, seed=None):
         """Yield uint8 (<= batch_size, S, S, 3) batches of n images; noise from
-        np.random.default_rng(seed) (seed None: fresh noise every call)."""
-        import tensorflow as tf
+        np.random.default_rng(seed).standard_normal((n, noise_dim)) (seed None: fresh
+        noise every call)."""
         to_uint8 = _utils().to_uint8
-        rng = np.random.default_rng(seed)
-        for start in range(0, n, self.batch_size):
-            b = min(self.batch_size, n - start)
-            z = np.zeros((self.batch_size, self.noise_dim), np.float32)
-            z[:b] = rng.standard_normal((b, self.noise_dim))
-            yield to_uint8(np.asarray(self._images(tf.constant(z)))[:b])
+        if not self._ready:
+            self._compile()
+        noise = np.random.default_rng(seed).standard_normal((n, self.noise_dim))
+        for _, images, _ in self._sampler.batches(noise.astype(np.float32), progress=False):
+            yield to_uint8(images)
 
 
 def rebatch(batches, size):
