@@ -228,12 +228,13 @@ def make_progress_gif(image_paths, out_path, duration_ms=250, last_frame_ms=2000
     image_paths = list(image_paths)
     if not image_paths:
         raise UsageError('no images for the progress GIF')
-    frames = []
+    frames, size = [], None
     for path in image_paths:
         with Image.open(path) as image:
             frame = image.convert('RGB')
-        if frames and frame.size != frames[0].size:
-            frame = frame.resize(frames[0].size, Image.Resampling.BILINEAR)
+        size = size or frame.size
+        if frame.size != size:
+            frame = frame.resize(size, Image.Resampling.BILINEAR)
         match = PROGRESS_PATTERN.search(os.path.basename(path))
         if label and match:
             frame = _with_caption(frame, f'{_format_count(int(match.group(1)))} images')
@@ -582,7 +583,9 @@ def _write_samples(sampler, noise, plan, args):
     kept = []          # images for the grid
     pending = None     # (images, maps) not yet on an attention page
     page = 0
-    for start, images, maps in sampler.batches(noise, attention='attention' in plan):
+    needs_samples = any(k in plan for k in ('grid', 'dir', 'attention'))
+    for start, images, maps in (sampler.batches(noise, attention='attention' in plan)
+                                if needs_samples else ()):
         if 'dir' in plan:
             for i, image in enumerate(utils.to_uint8(images)):
                 utils.save_png_atomic(image, os.path.join(plan['dir'], f'{start + i:06d}.png'))
