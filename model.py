@@ -19,6 +19,12 @@ def _conv(filters, kernel_size, **kwargs):
                          kernel_initializer=KERNEL_INIT, **kwargs)
 
 
+def _batchnorm(synchronized):
+    # Synchronized only under a multi-replica strategy: the all-reduced moments are
+    # E[x^2] - E[x]^2, which rounds differently from the one-device computation.
+    return layers.BatchNormalization(synchronized=synchronized)
+
+
 def _tokens_to_grid(x, side):
     return tf.reshape(x, [tf.shape(x)[0], side, side, x.shape[-1]])
 
@@ -38,9 +44,11 @@ class Generator(keras.Model):
     """
 
     def __init__(self, img_size=64, model_dim=(1024, 256, 64), heads=(4, 4, 4),
-                 mlp_dim=(512, 512, 512), dec_dim=False, noise_dim=128, **kwargs):
+                 mlp_dim=(512, 512, 512), dec_dim=False, noise_dim=128, sync_batchnorm=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.img_size = img_size
+        self.sync_batchnorm = sync_batchnorm
         self.model_dim = list(model_dim)
         self.heads = list(heads)
         self.mlp_dim = list(mlp_dim)
@@ -63,7 +71,7 @@ class Generator(keras.Model):
             for width in self.dec_dim:
                 self.dec.add(layers.UpSampling2D(2, interpolation='nearest'))
                 self.dec.add(_conv(width, 3))
-                self.dec.add(layers.BatchNormalization())
+                self.dec.add(_batchnorm(sync_batchnorm))
                 self.dec.add(layers.LeakyReLU(0.2))
         self.patch_size = 1 if self.dec_dim else img_size // 32
         self.ch_conv = _conv(3, 3)
@@ -109,24 +117,26 @@ class Generator(keras.Model):
     def get_config(self):
         return {'img_size': self.img_size, 'model_dim': self.model_dim, 'heads': self.heads,
                 'mlp_dim': self.mlp_dim, 'dec_dim': self.dec_dim,
-                'noise_dim': self.noise_dim, 'name': self.name}
+                'noise_dim': self.noise_dim, 'sync_batchnorm': self.sync_batchnorm,
+                'name': self.name}
 
 
 @keras.saving.register_keras_serializable(package='LadaGAN')
 class DownBlock(keras.layers.Layer):
     """FastGAN-style down block: (strided conv path + avgpool/1x1 path) / 2, halves H, W."""
 
-    def __init__(self, filters, **kwargs):
+    def __init__(self, filters, sync_batchnorm=False, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
+        self.sync_batchnorm = sync_batchnorm
         self.main = keras.Sequential([
-            _conv(filters, 3, strides=2, use_bias=False), layers.BatchNormalization(),
+            _conv(filters, 3, strides=2, use_bias=False), _batchnorm(sync_batchnorm),
             layers.LeakyReLU(0.2),
-            _conv(filters, 3, use_bias=False), layers.BatchNormalization(),
+            _conv(filters, 3, use_bias=False), _batchnorm(sync_batchnorm),
             layers.LeakyReLU(0.2)])
         self.direct = keras.Sequential([
             layers.AveragePooling2D(2),
-            _conv(filters, 1, use_bias=False), layers.BatchNormalization(),
+            _conv(filters, 1, use_bias=False), _batchnorm(sync_batchnorm),
             layers.LeakyReLU(0.2)])
 
     def build(self, x_shape):
@@ -137,7 +147,8 @@ class DownBlock(keras.layers.Layer):
         return (self.main(x, training=training) + self.direct(x, training=training)) / 2
 
     def get_config(self):
-        return {**super().get_config(), 'filters': self.filters}
+        return {**super().get_config(), 'filters': self.filters,
+                'sync_batchnorm': self.sync_batchnorm}
 
 
 @keras.saving.register_keras_serializable(package='LadaGAN')
@@ -149,9 +160,10 @@ class Discriminator(keras.Model):
     """
 
     def __init__(self, img_size=64, enc_dim=(64, 128, 256), out_dim=(512, 1024),
-                 mlp_dim=512, heads=4, **kwargs):
+                 mlp_dim=512, heads=4, sync_batchnorm=False, **kwargs):
         super().__init__(**kwargs)
         self.img_size = img_size
+        self.sync_batchnorm = sync_batchnorm
         self.enc_dim = list(enc_dim)
         self.out_dim = list(out_dim)
         self.mlp_dim = mlp_dim
@@ -161,7 +173,7 @@ class Discriminator(keras.Model):
                              f'img_size {img_size}, got {len(enc_dim)}')
         self.inp_conv = keras.Sequential([_conv(enc_dim[0], 3, use_bias=False),
                                           layers.LeakyReLU(0.2)])
-        self.encoder = [DownBlock(width) for width in enc_dim[1:]]
+        self.encoder = [DownBlock(width, sync_batchnorm) for width in enc_dim[1:]]
         self.pos_emb_8 = PositionalEmbedding(256, enc_dim[-1])  # 16x16 tokens, authors' name
         self.block_8 = Ladaformer(enc_dim[-1], heads, mlp_dim)
         self.conv_4 = _conv(out_dim[0], 3)
@@ -193,16 +205,18 @@ class Discriminator(keras.Model):
 
     def get_config(self):
         return {'img_size': self.img_size, 'enc_dim': self.enc_dim, 'out_dim': self.out_dim,
-                'mlp_dim': self.mlp_dim, 'heads': self.heads, 'name': self.name}
+                'mlp_dim': self.mlp_dim, 'heads': self.heads,
+                'sync_batchnorm': self.sync_batchnorm, 'name': self.name}
 
 
-def build_generator(config, name='generator'):
+def build_generator(config, name='generator', sync_batchnorm=False):
     return Generator(img_size=config['img_size'], model_dim=config['g_dim'],
                      heads=config['g_heads'], mlp_dim=config['g_mlp'],
-                     dec_dim=config['dec_dim'], noise_dim=config['noise_dim'], name=name)
+                     dec_dim=config['dec_dim'], noise_dim=config['noise_dim'],
+                     sync_batchnorm=sync_batchnorm, name=name)
 
 
-def build_discriminator(config, name='discriminator'):
+def build_discriminator(config, name='discriminator', sync_batchnorm=False):
     return Discriminator(img_size=config['img_size'], enc_dim=config['d_enc_dim'],
                          out_dim=config['d_out_dim'], mlp_dim=config['d_mlp'],
-                         heads=config['d_heads'], name=name)
+                         heads=config['d_heads'], sync_batchnorm=sync_batchnorm, name=name)

@@ -71,19 +71,35 @@ class LadaGAN:
     n_images / fid / best_fid (tf.Variables saved with checkpoints), config.
     """
 
-    def __init__(self, config, jit_compile=True):
+    def __init__(self, config, jit_compile=True, strategy=None):
         """jit_compile=False runs the step as a plain TF graph (faster to compile; on some
-        CPUs faster to run); the results agree to float rounding."""
+        CPUs faster to run); the results agree to float rounding.
+
+        strategy: a tf.distribute strategy (default: the current one, one device). The
+        config's batch_size is the global batch, split over the replicas; BatchNorm
+        statistics are synchronised so that N replicas compute what one device does.
+        """
         self.config = config_lib.validate(dict(config))
         self.jit_compile = jit_compile
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.n_replicas = self.strategy.num_replicas_in_sync
         c = self.config
-        self.generator = model_lib.build_generator(c, name='generator')
-        self.ema_generator = model_lib.build_generator(c, name='ema_generator')
+        if c['batch_size'] % self.n_replicas:
+            raise config_lib.ConfigError(
+                f"invalid config value batch_size={c['batch_size']}: must be a multiple of "
+                f"the {self.n_replicas} replicas")
+        with self.strategy.scope():
+            self._build(c)
+
+    def _build(self, c):
+        sync = self.n_replicas > 1
+        self.generator = model_lib.build_generator(c, 'generator', sync)
+        self.ema_generator = model_lib.build_generator(c, 'ema_generator', sync)
         if c['ema_init'] == 'copy':
             # Fix of the authors' code, whose clone_model EMA starts from another random init.
             for ema_weight, weight in zip(self.ema_generator.weights, self.generator.weights):
                 ema_weight.assign(weight)
-        self.discriminator = model_lib.build_discriminator(c)
+        self.discriminator = model_lib.build_discriminator(c, 'discriminator', sync)
         self.g_optimizer = make_adam(c['g_lr'], c['g_beta1'], c['g_beta2'])
         self.d_optimizer = make_adam(c['d_lr'], c['d_beta1'], c['d_beta2'])
         self.g_optimizer.build(self.generator.trainable_weights)
@@ -120,34 +136,52 @@ class LadaGAN:
     def train_step(self, images, noise_d=None, noise_g=None, augment=True):
         """One D update then one G update and the EMA; returns the metrics as floats.
 
-        noise_d / noise_g: the z of the two updates (drawn fresh when None).
+        images: the global batch, or per-replica values from a distributed dataset.
+        noise_d / noise_g: the z of the two updates, global batch (drawn when None).
         augment=False turns DiffAugment off (bCR consistency pairs included), which
         with explicit noise makes the step deterministic and replayable.
         """
-        images = tf.convert_to_tensor(images, tf.float32)
-        batch = images.shape[0]
+        batch = (self.config['batch_size'] if isinstance(images, tf.distribute.DistributedValues)
+                 else len(images))
         noise_d = self.sample_noise(batch) if noise_d is None else noise_d
         noise_g = self.sample_noise(batch) if noise_g is None else noise_g
-        step = self._compiled_step(bool(augment))
-        metrics = step(images, tf.convert_to_tensor(noise_d, tf.float32),
-                       tf.convert_to_tensor(noise_g, tf.float32))
+        args = [self._per_replica(x) for x in (images, noise_d, noise_g)]
+        metrics = self._compiled_step(bool(augment))(*args)
         return {name: float(value) for name, value in metrics.items()}
+
+    def _per_replica(self, x):
+        """Splits a global batch over the replicas (each replica takes its slice)."""
+        if isinstance(x, tf.distribute.DistributedValues):
+            return x
+        x = tf.convert_to_tensor(x, tf.float32)
+        if self.n_replicas == 1:
+            return x
+        size = x.shape[0] // self.n_replicas
+        return self.strategy.experimental_distribute_values_from_function(
+            lambda ctx: x[ctx.replica_id_in_sync_group * size:
+                          (ctx.replica_id_in_sync_group + 1) * size])
 
     def _compiled_step(self, augment):
         if augment not in self._compiled_steps:
-            self._compiled_steps[augment] = tf.function(
-                lambda x, zd, zg: self._step(x, zd, zg, augment), jit_compile=self.jit_compile)
+            step = lambda x, zd, zg: self._step(x, zd, zg, augment)
+            # XLA cannot compile the cross-device all-reduces of a multi-replica step.
+            jit = self.jit_compile and self.n_replicas == 1
+            self._compiled_steps[augment] = tf.function(step, jit_compile=jit)
         return self._compiled_steps[augment]
 
     def _augment(self, images, augment):
         return diffaug.diff_augment(images, self.config['policy']) if augment else images
 
     def _step(self, real_images, noise_d, noise_g, augment):
-        d_metrics = self._discriminator_step(real_images, noise_d, augment)
-        g_loss, fake_logits = self._generator_step(noise_g, augment)
+        run = self.strategy.run
+        d_metrics = run(self._discriminator_step, args=(real_images, noise_d, augment))
+        g_metrics = run(self._generator_step, args=(noise_g, augment))
         self._update_ema()
         # As the authors: fake_acc is the mean logit of the G step's fakes.
-        return {**d_metrics, 'g_loss': g_loss, 'fake_acc': tf.reduce_mean(fake_logits)}
+        metrics = {**d_metrics, **g_metrics}
+        mean = tf.distribute.ReduceOp.MEAN
+        return {name: self.strategy.reduce(mean, value, axis=None)
+                for name, value in metrics.items()}
 
     def _discriminator_step(self, real_images, noise, augment):
         c = self.config
@@ -172,8 +206,10 @@ class LadaGAN:
                 cr = tf.constant(0.0)
             d_loss = self.d_loss_fn(real_logits, fake_logits)
             d_total = d_loss + gp + cr
+            # Each replica averages its slice; the optimizer sums the replicas' gradients.
+            scaled = d_total / self.n_replicas
         weights = self.discriminator.trainable_weights
-        self.d_optimizer.apply_gradients(zip(tape.gradient(d_total, weights), weights))
+        self.d_optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))
         return {'d_loss': d_loss, 'gp': gp, 'd_total': d_total, 'cr': cr,
                 'real_acc': tf.reduce_mean(real_logits)}
 
@@ -184,9 +220,10 @@ class LadaGAN:
                 fake_images = self._augment(fake_images, augment)
             fake_logits = self.discriminator(fake_images, training=True)
             g_loss = self.g_loss_fn(fake_logits)
+            scaled = g_loss / self.n_replicas
         weights = self.generator.trainable_weights
-        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights))
-        return g_loss, fake_logits
+        self.g_optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))
+        return {'g_loss': g_loss, 'fake_acc': tf.reduce_mean(fake_logits)}
 
     def _update_ema(self):
         decay = self.config['ema_decay']
