@@ -688,10 +688,11 @@ class InLoopFID:
         self.sqrt_sigma_real = sqrt_psd(self.real['sigma'])
         self.sampler = None
 
-    def __call__(self, generator):
+    def __call__(self, generator, seed=None):
+        """FID of n samples of generator; seed None (training): fresh noise every call."""
         if self.sampler is None or self.sampler.generator is not generator:
             self.sampler = FakeSampler(generator, self.gen_batch_size)
-        batches = rebatch(self.sampler.batches(self.n), self.batch_size)
+        batches = rebatch(self.sampler.batches(self.n, seed), self.batch_size)
         fake = compute_features(batches, self.extractor, n=self.n, desc='FID')['features']
         return frechet_distance(self.real['mu'], self.real['sigma'], *feature_stats(fake),
                                 method='eigh', sqrt_sigma1=self.sqrt_sigma_real)
