@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -67,6 +68,11 @@ def parse_args(argv=None):
                         help='XLA-compile the train step (default, as the authors); '
                              '--no-jit runs it as a plain TF graph: quicker to start, and on '
                              'some CPUs quicker per step (see bench/RESULTS.md)')
+    parser.add_argument('--strategy', default='default',
+                        choices=['default', 'mirrored', 'multiworker', 'tpu'],
+                        help='tf.distribute strategy: one device (default), all local devices '
+                             '(mirrored), several machines from TF_CONFIG (multiworker), or a '
+                             'TPU; batch_size is the global batch, split over the replicas')
     parser.add_argument('--seed', type=int, default=None,
                         help='seed of weights, noise and data order (default: random)')
     args = parser.parse_args(argv)
@@ -162,20 +168,28 @@ class Run:
         self.args, self.conf = args, conf
         if args.seed is not None:
             tf.keras.utils.set_random_seed(args.seed)
-        self.dataset = utils.make_dataset(args.file_pattern, conf['img_size'],
-                                          conf['batch_size'], antialias=conf['antialias'],
-                                          seed=args.seed)
-        self.gan = trainer.LadaGAN(conf, jit_compile=args.jit)
+        strategy = make_strategy(args.strategy)
+        self.is_chief = is_chief(strategy)
+        dataset = utils.make_dataset(args.file_pattern, conf['img_size'], conf['batch_size'],
+                                     antialias=conf['antialias'], seed=args.seed)
+        self.gan = trainer.LadaGAN(conf, jit_compile=args.jit, strategy=strategy)
+        self.dataset = distribute_dataset(dataset, strategy)
         if args.seed is not None:
             self.gan.noise_rng.reset_from_seed(args.seed)
         self.checkpoint = utils.make_checkpoint(**self.gan.checkpoint_objects())
+        # Every worker saves (as MultiWorkerMirroredStrategy requires); only the chief's
+        # files land in model_dir.
+        save_dir = args.model_dir if self.is_chief else tempfile.mkdtemp(prefix='ladagan-')
         self.managers = {
-            name: tf.train.CheckpointManager(self.checkpoint,
-                                             os.path.join(args.model_dir, subdir),
+            name: tf.train.CheckpointManager(self.checkpoint, os.path.join(save_dir, subdir),
                                              max_to_keep=args.max_ckpt_to_keep)
             for name, subdir in (('regular', utils.TRAINING_DIR), ('best', utils.BEST_DIR))}
-        self.writer = tf.summary.create_file_writer(os.path.join(args.model_dir, 'log-dir'))
-        self.fid_monitor = None if args.no_fid else self._make_fid_monitor()
+        self.restore_dirs = [os.path.join(args.model_dir, subdir)
+                             for subdir in (utils.TRAINING_DIR, utils.BEST_DIR)]
+        self.writer = (tf.summary.create_file_writer(os.path.join(args.model_dir, 'log-dir'))
+                       if self.is_chief else tf.summary.create_noop_writer())
+        self.fid_monitor = (None if args.no_fid or not self.is_chief
+                            else self._make_fid_monitor())
         self.sample_noise = tf.random.stateless_normal(
             [25, conf['noise_dim']], seed=[conf['test_seed'], 0])
 
@@ -195,8 +209,8 @@ class Run:
         Only checkpoints recorded in a manager's state file count: that file is rewritten
         atomically after a save completes, so a save cut short is never picked up."""
         import utils
-        path = (self.managers['regular'].latest_checkpoint
-                or self.managers['best'].latest_checkpoint)
+        import tensorflow as tf
+        path = next(filter(None, map(tf.train.latest_checkpoint, self.restore_dirs)), None)
         if not path:
             print(f'Starting a new run in {self.args.model_dir}')
             return 1
@@ -231,7 +245,7 @@ class Run:
         batches = iter(self.dataset)
         sums, count, tick = {}, 0, time.time()
         bar = tqdm(range(start, total + 1), initial=start - 1, total=total, unit='it',
-                   dynamic_ncols=True)
+                   dynamic_ncols=True, disable=not self.is_chief)
         for idx in bar:
             metrics = self.gan.train_step(next(batches))
             self._stop_if_not_finite(metrics, idx)
@@ -269,6 +283,8 @@ class Run:
 
     def _log(self, idx, means):
         import tensorflow as tf
+        if not self.is_chief:
+            return
         n_images = idx * self.conf['batch_size']
         with self.writer.as_default():
             for name, value in means.items():
@@ -284,7 +300,8 @@ class Run:
         n_images = idx * self.conf['batch_size']
         self._stop_if_weights_not_finite(idx)
         fid_value = self._compute_fid()
-        self._save_pictures(n_images)
+        if self.is_chief:
+            self._save_pictures(n_images)
         self.gan.n_images.assign(n_images)
         improved = fid_value is None or fid_value < float(self.gan.best_fid.numpy())
         if fid_value is not None:
@@ -312,6 +329,44 @@ class Run:
         utils.save_image_grid(images, os.path.join(out_dir, f'samples-{n_images:09d}.png'))
         utils.save_attention_maps(images[:4], [a[:4] for a in attention],
                                   os.path.join(out_dir, f'attention-{n_images:09d}.png'))
+
+
+def make_strategy(name):
+    import tensorflow as tf
+    if name == 'mirrored':
+        return tf.distribute.MirroredStrategy()
+    if name == 'multiworker':
+        if 'TF_CONFIG' not in os.environ:
+            raise TrainingError('--strategy multiworker needs the TF_CONFIG environment '
+                                'variable (see the README section "Several machines")')
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == 'tpu':
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy):
+    """True on the worker that writes checkpoints, logs and pictures."""
+    resolver = getattr(strategy, 'cluster_resolver', None)
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = 'chief' in resolver.cluster_spec().as_dict()
+    return resolver.task_type == 'chief' or (
+        not has_chief and resolver.task_type == 'worker' and resolver.task_id == 0)
+
+
+def distribute_dataset(dataset, strategy):
+    """Per-replica slices of each global batch; with several workers, each worker keeps
+    every n-th batch element (DATA sharding: works for any number of files)."""
+    import tensorflow as tf
+    if strategy.num_replicas_in_sync == 1:
+        return dataset
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return strategy.experimental_distribute_dataset(dataset.with_options(options))
 
 
 def _logged_iter(line):

@@ -48,3 +48,53 @@ def test_mirrored_step_on_two_devices_equals_one_device(fixture_dir):
     result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
                             timeout=600, env=env)
     assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
+
+
+def _free_ports(n):
+    import socket
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(('127.0.0.1', 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _run_two_workers(args):
+    import json
+    ports = _free_ports(2)
+    cluster = {'worker': [f'127.0.0.1:{p}' for p in ports]}
+    procs = []
+    for index in range(2):
+        env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3',
+               'TF_CONFIG': json.dumps({'cluster': cluster,
+                                        'task': {'type': 'worker', 'index': index}})}
+        procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *args],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, env=env))
+    outputs = [p.communicate(timeout=900) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    return outputs
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.slow
+def test_two_local_workers_train_save_once_and_resume(tmp_path):
+    import glob
+    import utils
+    shapes = utils.make_shapes_dataset(str(tmp_path / 'data'), n_images=32)
+    model_dir = tmp_path / 'run'
+    common = ['--file_pattern', shapes, '--model_dir', str(model_dir), '--strategy',
+              'multiworker', '--preset', 'tiny', '--set', 'batch_size=8', '--no_fid',
+              '--no-jit', '--fid_inter', '2']
+    _run_two_workers([*common, '--total_iter', '2'])
+    assert sorted(os.listdir(model_dir / 'training-checkpoints')) == [
+        'checkpoint', 'ckpt-16.data-00000-of-00001', 'ckpt-16.index']
+    outputs = _run_two_workers([*common, '--total_iter', '4'])
+    assert all('at 16 images' in out for out, _ in outputs)
+    assert os.path.exists(model_dir / 'training-checkpoints' / 'ckpt-32.index')
+    assert len(glob.glob(str(model_dir / 'images' / 'samples-*.png'))) == 2
