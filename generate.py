@@ -57,8 +57,6 @@ with _quiet_native_stderr():
     import tensorflow as tf  # noqa: E402
     tf.config.list_physical_devices('GPU')  # the CUDA probe logs an error on CPU machines
 
-import keras  # noqa: E402
-
 import utils  # noqa: E402
 
 GRID_LIMIT = 1024         # more images than this go to a directory, not one grid PNG
