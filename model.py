@@ -106,7 +106,8 @@ class Generator(keras.Model):
             x = self.dec(x, training=training)
         elif self.patch_size > 1:
             x = tf.nn.depth_to_space(x, self.patch_size)
-        return self.ch_conv(x), [attn_8, attn_16, attn_32]
+        # float32 images whatever the compute precision: they feed losses, FID and files.
+        return tf.cast(self.ch_conv(x), tf.float32), [attn_8, attn_16, attn_32]
 
     @staticmethod
     def _upsample_tokens(x, side, conv):

@@ -73,10 +73,16 @@ def parse_args(argv=None):
                         help='tf.distribute strategy: one device (default), all local devices '
                              '(mirrored), several machines from TF_CONFIG (multiworker), or a '
                              'TPU; batch_size is the global batch, split over the replicas')
+    parser.add_argument('--precision', default='fp32', choices=['fp32', 'bf16', 'fp16'],
+                        help='compute precision (Keras mixed precision; weights, EMA, logits, '
+                             'losses and R1 stay float32; fp16 adds loss scaling)')
+    parser.add_argument('--grad_accum', type=int, default=1,
+                        help='accumulate the gradients of K micro-batches of batch_size/K per '
+                             'update (for small memory; BatchNorm sees micro-batches)')
     parser.add_argument('--seed', type=int, default=None,
                         help='seed of weights, noise and data order (default: random)')
     args = parser.parse_args(argv)
-    for name in ('total_iter', 'metrics_inter', 'fid_inter', 'max_ckpt_to_keep'):
+    for name in ('total_iter', 'metrics_inter', 'fid_inter', 'max_ckpt_to_keep', 'grad_accum'):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f'--{name} must be a positive integer, got {value}')
@@ -172,7 +178,8 @@ class Run:
         self.is_chief = is_chief(strategy)
         dataset = utils.make_dataset(args.file_pattern, conf['img_size'], conf['batch_size'],
                                      antialias=conf['antialias'], seed=args.seed)
-        self.gan = trainer.LadaGAN(conf, jit_compile=args.jit, strategy=strategy)
+        self.gan = trainer.LadaGAN(conf, jit_compile=args.jit, strategy=strategy,
+                                   precision=args.precision, grad_accum=args.grad_accum)
         self.dataset = distribute_dataset(dataset, strategy)
         if args.seed is not None:
             self.gan.noise_rng.reset_from_seed(args.seed)

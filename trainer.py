@@ -6,6 +6,8 @@
 
 The step follows the authors' order exactly (SPEC §5). train.py runs the loop around it.
 """
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -60,6 +62,24 @@ def consistency_loss(logits, augmented_logits):
     return tf.reduce_mean(tf.square(logits - augmented_logits))
 
 
+PRECISION_POLICIES = {'fp32': 'float32', 'bf16': 'mixed_bfloat16', 'fp16': 'mixed_float16'}
+
+
+@contextlib.contextmanager
+def _dtype_policy(name):
+    """Keras layers take the global dtype policy when created: set it for model building."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _inner(optimizer):
+    return getattr(optimizer, 'inner_optimizer', optimizer)
+
+
 def make_adam(lr, beta1, beta2):
     return keras.optimizers.Adam(learning_rate=lr, beta_1=beta1, beta_2=beta2, epsilon=1e-7)
 
@@ -71,24 +91,37 @@ class LadaGAN:
     n_images / fid / best_fid (tf.Variables saved with checkpoints), config.
     """
 
-    def __init__(self, config, jit_compile=True, strategy=None):
+    def __init__(self, config, jit_compile=True, strategy=None, precision='fp32',
+                 grad_accum=1):
         """jit_compile=False runs the step as a plain TF graph (faster to compile; on some
         CPUs faster to run); the results agree to float rounding.
 
         strategy: a tf.distribute strategy (default: the current one, one device). The
         config's batch_size is the global batch, split over the replicas; BatchNorm
         statistics are synchronised so that N replicas compute what one device does.
+
+        precision: 'fp32', 'bf16' or 'fp16' (Keras mixed precision: float32 weights,
+        EMA, logits, attention softmax, losses and R1; fp16 adds dynamic loss scaling,
+        which skips the updates whose gradients overflow).
+
+        grad_accum: K micro-batches per update, giving the update of a K-times larger
+        batch; BatchNorm in D then sees micro-batch statistics.
         """
         self.config = config_lib.validate(dict(config))
         self.jit_compile = jit_compile
         self.strategy = strategy or tf.distribute.get_strategy()
         self.n_replicas = self.strategy.num_replicas_in_sync
+        self.grad_accum = grad_accum
+        if precision not in PRECISION_POLICIES:
+            raise config_lib.ConfigError(
+                f"invalid precision {precision!r}: must be one of {list(PRECISION_POLICIES)}")
+        self.precision = precision
         c = self.config
-        if c['batch_size'] % self.n_replicas:
+        if c['batch_size'] % (self.n_replicas * grad_accum):
             raise config_lib.ConfigError(
                 f"invalid config value batch_size={c['batch_size']}: must be a multiple of "
-                f"the {self.n_replicas} replicas")
-        with self.strategy.scope():
+                f"{self.n_replicas} replicas x {grad_accum} accumulation steps")
+        with self.strategy.scope(), _dtype_policy(PRECISION_POLICIES[precision]):
             self._build(c)
 
     def _build(self, c):
@@ -102,6 +135,9 @@ class LadaGAN:
         self.discriminator = model_lib.build_discriminator(c, 'discriminator', sync)
         self.g_optimizer = make_adam(c['g_lr'], c['g_beta1'], c['g_beta2'])
         self.d_optimizer = make_adam(c['d_lr'], c['d_beta1'], c['d_beta2'])
+        if self.precision == 'fp16':
+            self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer)
+            self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer)
         self.g_optimizer.build(self.generator.trainable_weights)
         self.d_optimizer.build(self.discriminator.trainable_weights)
         self.d_loss_fn, self.g_loss_fn = LOSSES[c['loss']]
@@ -126,8 +162,8 @@ class LadaGAN:
     def apply_learning_rates(self):
         """Sets the optimizers' rates from the config: checkpoints store the rates too, and
         a restored run must follow its (possibly overridden) config."""
-        self.g_optimizer.learning_rate.assign(self.config['g_lr'])
-        self.d_optimizer.learning_rate.assign(self.config['d_lr'])
+        for optimizer, key in ((self.g_optimizer, 'g_lr'), (self.d_optimizer, 'd_lr')):
+            _inner(optimizer).learning_rate.assign(self.config[key])
 
     # --- training -------------------------------------------------------------------------
     def sample_noise(self, batch_size):
@@ -184,6 +220,31 @@ class LadaGAN:
                 for name, value in metrics.items()}
 
     def _discriminator_step(self, real_images, noise, augment):
+        return self._accumulated_update(self._discriminator_grads, self.discriminator,
+                                        self.d_optimizer, (real_images, noise), augment)
+
+    def _generator_step(self, noise, augment):
+        return self._accumulated_update(self._generator_grads, self.generator,
+                                        self.g_optimizer, (noise,), augment)
+
+    def _accumulated_update(self, grads_fn, net, optimizer, batches, augment):
+        """Sums the gradients of grad_accum micro-batches, then applies them once."""
+        total, metrics = None, []
+        for micro in zip(*(tf.split(b, self.grad_accum) for b in batches)):
+            grads, micro_metrics = grads_fn(*micro, augment, optimizer)
+            total = grads if total is None else [t + g for t, g in zip(total, grads)]
+            metrics.append(micro_metrics)
+        optimizer.apply_gradients(zip(total, net.trainable_weights))
+        return {name: tf.add_n([m[name] for m in metrics]) / self.grad_accum
+                for name in metrics[0]}
+
+    def _scaled(self, loss, optimizer):
+        """The loss whose gradient, summed over replicas and micro-batches, is the
+        gradient of the global-batch mean (times the fp16 loss scale)."""
+        loss = loss / (self.n_replicas * self.grad_accum)
+        return optimizer.scale_loss(loss) if self.precision == 'fp16' else loss
+
+    def _discriminator_grads(self, real_images, noise, augment, optimizer):
         c = self.config
         fake_images, _ = self.generator(noise, training=True)
         with tf.GradientTape() as tape:
@@ -206,24 +267,21 @@ class LadaGAN:
                 cr = tf.constant(0.0)
             d_loss = self.d_loss_fn(real_logits, fake_logits)
             d_total = d_loss + gp + cr
-            # Each replica averages its slice; the optimizer sums the replicas' gradients.
-            scaled = d_total / self.n_replicas
-        weights = self.discriminator.trainable_weights
-        self.d_optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))
-        return {'d_loss': d_loss, 'gp': gp, 'd_total': d_total, 'cr': cr,
-                'real_acc': tf.reduce_mean(real_logits)}
+            scaled = self._scaled(d_total, optimizer)
+        grads = tape.gradient(scaled, self.discriminator.trainable_weights)
+        return grads, {'d_loss': d_loss, 'gp': gp, 'd_total': d_total, 'cr': cr,
+                       'real_acc': tf.reduce_mean(real_logits)}
 
-    def _generator_step(self, noise, augment):
+    def _generator_grads(self, noise, augment, optimizer):
         with tf.GradientTape() as tape:
             fake_images, _ = self.generator(noise, training=True)
             if not self.config['bcr']:
                 fake_images = self._augment(fake_images, augment)
             fake_logits = self.discriminator(fake_images, training=True)
             g_loss = self.g_loss_fn(fake_logits)
-            scaled = g_loss / self.n_replicas
-        weights = self.generator.trainable_weights
-        self.g_optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))
-        return {'g_loss': g_loss, 'fake_acc': tf.reduce_mean(fake_logits)}
+            scaled = self._scaled(g_loss, optimizer)
+        grads = tape.gradient(scaled, self.generator.trainable_weights)
+        return grads, {'g_loss': g_loss, 'fake_acc': tf.reduce_mean(fake_logits)}
 
     def _update_ema(self):
         decay = self.config['ema_decay']

@@ -383,8 +383,10 @@ def optimizer_variables(optimizer, model):
     """{object path: variable} of a Keras 3 Adam in the authors' (Keras 2.11+) layout.
 
     `_variables/{2i+1}` and `/{2i+2}` are m and v of the i-th trainable weight of the
-    model, matched by position, as the authors' optimizer stores them.
+    model, matched by position, as the authors' optimizer stores them. A Keras
+    LossScaleOptimizer (fp16) is saved as its inner Adam.
     """
+    optimizer = getattr(optimizer, 'inner_optimizer', optimizer)
     found = {'_iterations': optimizer.iterations, '_learning_rate': optimizer._learning_rate}
     for i, weight in enumerate(model.trainable_weights):
         index = optimizer._get_variable_index(weight)

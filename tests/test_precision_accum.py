@@ -1,0 +1,80 @@
+"""Gradient accumulation and mixed precision of the train step."""
+import os
+
+import numpy as np
+import pytest
+
+import trainer
+import utils
+
+
+def _restored(fixture_dir, **kwargs):
+    conf = {**utils.load_config(fixture_dir), **kwargs.pop('conf', {})}
+    gan = trainer.LadaGAN(conf, jit_compile=False, **kwargs)
+    utils.restore_checkpoint(os.path.join(fixture_dir, 'training-checkpoints', 'ckpt-8'),
+                             **gan.checkpoint_objects())
+    return gan
+
+
+def _weights(gan, moving_stats=True):
+    nets = (gan.discriminator, gan.generator, gan.ema_generator)
+    return [w.numpy() for net in nets for w in net.weights
+            if moving_stats or 'moving_' not in w.name]
+
+
+def test_two_accumulated_micro_batches_equal_one_batch(fixture_dir, reference):
+    # The two halves are the same images and noise, so BatchNorm sees the same batch
+    # statistics in a micro-batch as in the whole batch and the results must agree.
+    half = reference['train_images'][0]
+    rng = np.random.default_rng(3)
+    z_d, z_g = (rng.standard_normal((4, 32)).astype(np.float32) for _ in range(2))
+    twice = lambda x: np.concatenate([x, x])
+    one = _restored(fixture_dir, conf={'batch_size': 8})
+    accumulated = _restored(fixture_dir, conf={'batch_size': 8}, grad_accum=2)
+    m1 = one.train_step(twice(half), twice(z_d), twice(z_g), augment=False)
+    m2 = accumulated.train_step(twice(half), twice(z_d), twice(z_g), augment=False)
+    for name in m1:
+        assert m2[name] == pytest.approx(m1[name], abs=1e-5), name
+    # BatchNorm moving statistics are updated once per micro-batch (documented caveat).
+    for a, b in zip(_weights(one, False), _weights(accumulated, False)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+    # Different halves: the second micro-batch must count.
+    other = reference['train_images'][1]
+    first_only = _restored(fixture_dir, conf={'batch_size': 4})
+    first_only.train_step(half, z_d, z_g, augment=False)
+    both = _restored(fixture_dir, conf={'batch_size': 8}, grad_accum=2)
+    both.train_step(np.concatenate([half, other]), twice(z_d), twice(z_g), augment=False)
+    assert max(np.abs(a - b).max() for a, b in zip(_weights(first_only), _weights(both))) > 1e-4
+
+
+def test_batch_must_divide_into_micro_batches(fixture_dir):
+    with pytest.raises(trainer.config_lib.ConfigError, match='3 accumulation steps'):
+        trainer.LadaGAN(utils.load_config(fixture_dir), grad_accum=3)
+
+
+def test_bf16_step_is_close_to_fp32_and_keeps_float32_weights(fixture_dir, reference):
+    rng = np.random.default_rng(4)
+    z_d, z_g = (rng.standard_normal((4, 32)).astype(np.float32) for _ in range(2))
+    fp32 = _restored(fixture_dir).train_step(reference['train_images'][0], z_d, z_g,
+                                             augment=False)
+    gan = _restored(fixture_dir, precision='bf16')
+    bf16 = gan.train_step(reference['train_images'][0], z_d, z_g, augment=False)
+    assert all(w.dtype == 'float32' for w in gan.generator.weights + gan.ema_generator.weights)
+    assert gan.generator.layers[-1].compute_dtype == 'bfloat16'
+    for name in ('d_loss', 'g_loss', 'd_total'):
+        assert bf16[name] == pytest.approx(fp32[name], rel=0.05), name
+
+
+def test_fp16_skips_updates_whose_gradients_overflow(fixture_dir, reference):
+    gan = _restored(fixture_dir, precision='fp16')
+    before = [w.numpy() for w in gan.discriminator.trainable_weights]
+    huge = np.full((4, 32, 32, 3), 6e4, np.float32)  # overflows float16 activations
+    gan.train_step(huge, augment=False)
+    after = [w.numpy() for w in gan.discriminator.trainable_weights]
+    assert all(np.isfinite(w).all() for w in after)
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    # A normal batch then updates the weights.
+    gan.train_step(reference['train_images'][0], augment=False)
+    assert any(not np.array_equal(a, w.numpy())
+               for a, w in zip(before, gan.discriminator.trainable_weights))
