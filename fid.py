@@ -736,7 +736,8 @@ Metrics (all on the features of --network):
   is   Inception Score, 10 splits of the 1008-way softmax: tf2015 only (as OpenAI's and
        TTUR's code).
   pr   precision/recall, k=3 (Kynkaanniemi et al. 2019) on the Inception features;
-       StyleGAN and GANformer tables use VGG-16 features, so compare only between runs.
+       the published ones of StyleGAN2's metric code (used by GANformer) take VGG-16
+       features instead, so compare these only between runs.
 Real images are resized (bilinear) to the generated size; published protocols store
 the data set at the model's resolution beforehand. Real statistics are cached in
 --cache_dir (train.py's monitor uses the same directory by default), keyed by the file
