@@ -56,7 +56,7 @@ def parse_args(argv=None):
                              'generated data, else 500)')
     parser.add_argument('--fid_inter', type=int, default=None,
                         help='iterations between FID, samples and checkpoints (default: '
-                             '200 for the generated data, else 5000)')
+                             '300 for the generated data, else 5000)')
     parser.add_argument('--max_ckpt_to_keep', type=int, default=2,
                         help='checkpoints kept in each checkpoint directory (default: 2)')
     parser.add_argument('--inception_weights', default='imagenet',
@@ -120,7 +120,7 @@ def resolve_run(args):
         args.file_pattern = utils.make_shapes_dataset(DEFAULT_DATA_DIR)
         args.preset = args.preset or 'tiny'
     args.eval_dir = args.eval_dir or args.file_pattern
-    defaults = (600, 50, 200) if embedded else (1_000_000, 500, 5000)
+    defaults = (600, 50, 300) if embedded else (1_000_000, 500, 5000)
     for name, value in zip(('total_iter', 'metrics_inter', 'fid_inter'), defaults):
         if getattr(args, name) is None:
             setattr(args, name, value)

@@ -78,3 +78,22 @@ def test_fp16_skips_updates_whose_gradients_overflow(fixture_dir, reference):
     gan.train_step(reference['train_images'][0], augment=False)
     assert any(not np.array_equal(a, w.numpy())
                for a, w in zip(before, gan.discriminator.trainable_weights))
+
+
+@pytest.mark.slow
+def test_bf16_training_of_the_tiny_preset_stays_finite(tmp_path):
+    import json
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    data = utils.make_shapes_dataset(str(tmp_path / 'data'), n_images=256)
+    result = subprocess.run(
+        [sys.executable, os.path.join(root, 'train.py'), '--file_pattern', data,
+         '--model_dir', str(tmp_path / 'run'), '--preset', 'tiny', '--set', 'batch_size=8',
+         '--precision', 'bf16', '--total_iter', '300', '--metrics_inter', '50',
+         '--fid_inter', '300', '--no_fid'],
+        capture_output=True, text=True, timeout=3000)
+    assert result.returncode == 0, result.stderr[-3000:]
+    logged = [json.loads(line) for line in open(tmp_path / 'run' / 'metrics.jsonl')]
+    assert len(logged) == 6
+    assert all(np.isfinite(v) for entry in logged for v in entry.values())
