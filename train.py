@@ -205,7 +205,7 @@ class Run:
         try:
             return fid.InLoopFID(self.args.eval_dir, self.conf,
                                  weights=self.args.inception_weights,
-                                 cache_dir=os.path.join(HERE, '.cache', 'fid'))
+                                 cache_dir=fid.DEFAULT_STATS_DIR)
         except fid.FIDUnavailable as e:
             print(f'FID off: {e}')
             return None

@@ -579,7 +579,7 @@ def write_json_atomic(path, data):
 def to_uint8(images):
     """Generator output in [-1, 1] -> uint8, as the authors store samples: x*127.5 + 127.5,
     clipped to [0, 255], then truncated (numpy astype), so FIDs match theirs."""
-    images = np.asarray(images, dtype=np.float32)
+    images = np.nan_to_num(np.asarray(images, dtype=np.float32))  # NaN casts are undefined
     return np.clip(images * 127.5 + 127.5, 0.0, 255.0).astype(np.uint8)
 
 
@@ -614,15 +614,13 @@ def save_attention_maps(images, attention, path):
     attention: the generator's [attn_8, attn_16, attn_32], each (B, heads, tokens); each
     map is shown on its token grid (8x8, 16x16, 32x32) with its own colour scale.
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves notebooks' backend alone
     images = to_uint8(images)
     maps = [np.asarray(a, np.float32) for a in attention]
     heads = [m.shape[1] for m in maps]
     n_cols = 1 + sum(heads)
-    fig, axes = plt.subplots(len(images), n_cols, squeeze=False,
-                             figsize=(1.6 * n_cols, 1.7 * len(images)))
+    fig = Figure(figsize=(1.6 * n_cols, 1.7 * len(images)))
+    axes = fig.subplots(len(images), n_cols, squeeze=False)
     for row, image in enumerate(images):
         axes[row, 0].imshow(image)
         axes[row, 0].set_title('sample', fontsize=7)
@@ -640,7 +638,6 @@ def save_attention_maps(images, attention, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f'{path}.tmp-{os.getpid()}.png'
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     os.replace(tmp, path)
 
 
