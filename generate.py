@@ -410,8 +410,8 @@ def build_parser():
                           help='images per compiled batch')
     sampling.add_argument('--truncation', type=_non_negative_float, default=1.0,
                           help='scale of z (below 1: less varied, more typical images)')
-    sampling.add_argument('--no_xla', dest='xla', action='store_false',
-                          help='sample without XLA compilation')
+    sampling.add_argument('--jit', action=argparse.BooleanOptionalAction, default=True,
+                          help='XLA-compile sampling (as train.py; --no-jit: plain TF graph)')
     out = p.add_argument_group('outputs')
     out.add_argument('--out', default=None,
                      help='a .png path: one grid of all images; a directory: one PNG per '
@@ -563,7 +563,7 @@ def run(args):
     if sampling:
         seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), 'little')
         noise = sample_noise(args.n, generator.noise_dim, seed, args.truncation)
-        sampler = Sampler(generator, args.batch_size, jit_compile=args.xla)
+        sampler = Sampler(generator, args.batch_size, jit_compile=args.jit)
         _write_samples(sampler, noise, plan, args)
         written = [plan[k].replace('{:03d}', '*') for k in ('grid', 'dir', 'gif', 'strip',
                                                             'attention') if k in plan]

@@ -51,7 +51,7 @@ def cli(fixture_dir, tmp_path_factory):
         'grid': [*sample, '--seed', str(SEED), '--out', str(out / 'grid.png'), '--attention'],
         'again': [*sample, '--seed', str(SEED), '--out', str(out / 'again.png')],
         'walk': [SCRIPT, *model, '--n', str(KEYS), '--seed', str(SEED), '--batch_size', '4',
-                 '--no_xla',
+                 '--no-jit',
                  '--interpolate', str(STEPS), '--out', str(out / 'walk.gif'),
                  '--export_keras', str(out / 'export' / 'generator.keras'),
                  '--export_savedmodel', str(out / 'export' / 'savedmodel')],
@@ -149,7 +149,7 @@ def test_generate_reproduces_the_fixture_with_padded_batches(ema_generator, refe
 def test_no_ema_and_truncation_flags(fixture_dir, reference, tmp_path):
     raw = utils.load_generator(fixture_dir, ema=False)
     noise = generate.sample_noise(4, NOISE_DIM, SEED)
-    args = ['--model_dir', fixture_dir, '--n', '4', '--seed', str(SEED), '--no_xla']
+    args = ['--model_dir', fixture_dir, '--n', '4', '--seed', str(SEED), '--no-jit']
     assert generate.main([*args, '--no-ema', '--out', str(tmp_path / 'raw.png')]) == 0
     assert_close_uint8(tiles(read_png(tmp_path / 'raw.png'), 4), live_uint8(raw, noise))
     np.testing.assert_allclose(raw(reference['noise'])[0].numpy(), reference['g_img'], atol=1e-5)
@@ -241,7 +241,7 @@ def test_same_seed_identical_different_seed_differs(cli, fixture_dir, tmp_path):
     grid = read_png(out / 'grid.png')
     np.testing.assert_array_equal(read_png(out / 'again.png'), grid)
     # In-process runs of main() (no XLA, to save time) from here on.
-    model = ['--model_dir', fixture_dir, '--n', str(N), '--no_xla']
+    model = ['--model_dir', fixture_dir, '--n', str(N), '--no-jit']
     assert generate.main([*model, '--seed', str(OTHER_SEED), '--batch_size', '4',
                           '--out', str(tmp_path / 'other.png')]) == 0
     other = read_png(tmp_path / 'other.png')

@@ -153,7 +153,7 @@ def test_files_placed_by_hand_work_offline_with_the_real_hub_client(fixture_dir,
     env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'HF_HOME': str(tmp_path / 'hf-home'),
            'TF_CPP_MIN_LOG_LEVEL': '2', 'CUDA_VISIBLE_DEVICES': ''}
     script = os.path.join(ROOT, 'generate.py')
-    common = ['--pretrained', 'cifar10', '--n', '4', '--seed', '5', '--no_xla']
+    common = ['--pretrained', 'cifar10', '--n', '4', '--seed', '5', '--no-jit']
     runs = [subprocess.Popen([sys.executable, script, *common, *extra], env=env, cwd=tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for extra in (['--local_dir', str(local), '--out', str(tmp_path / 'hub.png')],
