@@ -234,7 +234,7 @@ class Run:
         """Drops metrics.jsonl lines of iterations that the resumed run will redo."""
         import utils
         path = os.path.join(self.args.model_dir, 'metrics.jsonl')
-        if not os.path.exists(path):
+        if not self.is_chief or not os.path.exists(path):
             return
         with open(path) as f:
             lines = [line for line in f if line.strip()]
