@@ -351,24 +351,21 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
         return super()._get_help_string(action)
 
 
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
-    if not 0 <= value < 2 ** 63:
-        raise argparse.ArgumentTypeError(f'must be in [0, 2**63), got {value}')
-    return value
+def _int_in(low, high, description):
+    """argparse type: an integer in [low, high), with a one-line message otherwise."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+        if not low <= value < high:
+            raise argparse.ArgumentTypeError(f'must be {description}, got {value}')
+        return value
+    return parse
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f'must be a positive integer, got {value}')
-    return value
+_seed = _int_in(0, 2 ** 63, 'in [0, 2**63)')
+_positive_int = _int_in(1, math.inf, 'a positive integer')
 
 
 def _non_negative_float(text):
