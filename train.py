@@ -66,8 +66,8 @@ def parse_args(argv=None):
                         help='skip FID; the best checkpoint then follows the regular one')
     parser.add_argument('--jit', action=argparse.BooleanOptionalAction, default=True,
                         help='XLA-compile the train step (default, as the authors); '
-                             '--no-jit runs it as a plain TF graph: quicker to start, and on '
-                             'some CPUs quicker per step (see bench/RESULTS.md)')
+                             '--no-jit runs it as a plain TF graph, which compiles faster '
+                             '(see bench/RESULTS.md)')
     parser.add_argument('--strategy', default='default',
                         choices=['default', 'mirrored', 'multiworker', 'tpu'],
                         help='tf.distribute strategy: one device (default), all local devices '
