@@ -45,7 +45,7 @@ def parse_args(argv=None):
     mode.add_argument('--no-jit', dest='modes', action='store_const', const=['graph'],
                       help='measure only the plain graph step (jit_compile=False)')
     parser.add_argument('--precision', default=None,
-                        help='comma-separated values of the LadaGAN precision argument, '
+                        help='comma-separated values of the LadaGAN precision argument (e.g. fp32,bf16), '
                              'if trainer.LadaGAN has one (ignored otherwise)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the images and noise')
     parser.add_argument('--record', action='store_true',
