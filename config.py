@@ -48,11 +48,16 @@ DEFAULTS = {
     # ours
     'ema_init': 'copy',              # 'copy': EMA starts as G's weights; 'random': authors' fresh init
     'antialias': False,              # antialias when resizing training images (authors: False)
+    'g_attention': 'lada',           # attention of the generator blocks: one of ATTENTIONS
+    'd_attention': 'lada',           # attention of the discriminator block: one of ATTENTIONS
+    'n_latents': 16,                 # simplex/duplex: number k of latent components
+    'latent_dim': 32,                # simplex/duplex: width of each latent component
 }
 
 # Keys added by this project: the authors' config.json files do not have them, and
 # they take their default values when such a file is loaded.
-OUR_KEYS = ('ema_init', 'antialias')
+OUR_KEYS = ('ema_init', 'antialias',
+            'g_attention', 'd_attention', 'n_latents', 'latent_dim')
 
 _FFHQ_128 = {
     'img_size': 128,
@@ -92,6 +97,9 @@ D_STAGES = {32: 2, 64: 3, 128: 4, 256: 5}  # len(d_enc_dim): the encoder always 
 LOSSES = ('nsl', 'hinge')
 POLICY_OPS = ('color', 'translation', 'cutout')
 EMA_INITS = ('copy', 'random')
+# 'lada': LadaGAN's additive attention; baselines: 'dot' (SAGAN / ViT GANs), 'l2' (GigaGAN),
+# 'simplex' and 'duplex' (GANformer). See ladaformer.make_attention.
+ATTENTIONS = ('lada', 'dot', 'l2', 'simplex', 'duplex')
 
 
 class ConfigError(ValueError):
@@ -125,7 +133,7 @@ def validate(config):
     _check(c['img_size'] in SUPPORTED_SIZES, 'img_size', c['img_size'],
            f"one of {list(SUPPORTED_SIZES)}")
     for key in ('batch_size', 'noise_dim', 'd_heads', 'd_mlp', 'fid_batch_size',
-                'gen_batch_size', 'n_fid_real', 'n_fid_gen'):
+                'gen_batch_size', 'n_fid_real', 'n_fid_gen', 'n_latents', 'latent_dim'):
         _check(_is_int(c[key]) and c[key] >= 1, key, c[key], 'a positive integer')
     for key in ('g_dim', 'g_heads', 'g_mlp'):
         _check(_is_int_list(c[key], 3), key, c[key], 'a list of 3 positive integers')
@@ -157,6 +165,8 @@ def validate(config):
     for key in ('bcr', 'antialias'):
         _check(isinstance(c[key], bool), key, c[key], 'true or false')
     _check(c['ema_init'] in EMA_INITS, 'ema_init', c['ema_init'], f"one of {list(EMA_INITS)}")
+    for key in ('g_attention', 'd_attention'):
+        _check(c[key] in ATTENTIONS, key, c[key], f"one of {list(ATTENTIONS)}")
     return config
 
 

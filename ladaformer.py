@@ -6,7 +6,20 @@ generator block has no residual around its MLP, and the self-modulated LayerNorm
 by gamma(z) itself, not 1 + gamma(z).
 
 Sub-layer attribute names (`wq`, `q_attn`, `norm1`, `mlp`, ...) are the names in the
-authors' checkpoints; `utils.checkpoint_tree` relies on them to read and write that format.
+authors' checkpoints; `utils.checkpoint_variables` relies on them to read and write that format.
+
+Baseline attentions of related systems can replace the additive one in both blocks
+(config `g_attention` / `d_attention`, see `make_attention`), so that only the attention
+differs: `dot` (SAGAN / ViT GANs), `l2` (GigaGAN), `simplex` and `duplex` (GANformer).
+Every attention is called as `attn(x, z=None)` and returns `(out (B, N, D), map (B, heads, N))`;
+each map is float32 and sums to 1 over the N tokens, so the same plots show all of them:
+
+- lada: the attention vector of each head (softmax over the tokens);
+- dot, l2: the attention each token receives, averaged over the N queries;
+- simplex: the image-to-latent attention (softmax over the k latents) renormalised over the
+  tokens for each latent, then averaged over the latents (each latent's share of the image);
+- duplex: the latent-to-image attention of its latent update (softmax over the tokens),
+  averaged over the k latents.
 """
 import keras
 import tensorflow as tf
@@ -20,6 +33,23 @@ def _dense(units, **kwargs):
     return layers.Dense(units, kernel_initializer=KERNEL_INIT, **kwargs)
 
 
+def _softmax32(logits):
+    # Softmax in float32 even under mixed precision: N can be 1024 and more.
+    return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+
+
+def _split_heads(x, n_heads):
+    """(B, N, D) -> (B, heads, N, D / heads)."""
+    x = tf.reshape(x, [tf.shape(x)[0], tf.shape(x)[1], n_heads, x.shape[-1] // n_heads])
+    return tf.transpose(x, [0, 2, 1, 3])
+
+
+def _merge_heads(x):
+    """(B, heads, N, depth) -> (B, N, heads * depth)."""
+    x = tf.transpose(x, [0, 2, 1, 3])
+    return tf.reshape(x, [tf.shape(x)[0], tf.shape(x)[1], x.shape[2] * x.shape[3]])
+
+
 def _mlp(hidden_dim, model_dim):
     # Keras' 'gelu' is the exact (erf) GELU, as in the authors' Keras 2 code.
     return keras.Sequential([_dense(hidden_dim, activation='gelu'), _dense(model_dim)])
@@ -29,8 +59,9 @@ def _mlp(hidden_dim, model_dim):
 class AdditiveAttention(layers.Layer):
     """Linear additive self-attention with one attention vector per head.
 
-    call(x) with x of shape (B, N, D) returns (output (B, N, D), attention (B, heads, N)),
-    where attention is softmax over the N tokens. Cost is linear in N.
+    call(x, z=None) with x of shape (B, N, D) returns (output (B, N, D), attention
+    (B, heads, N)), where attention is softmax over the N tokens; z is ignored. Cost is
+    linear in N.
     """
 
     def __init__(self, model_dim, n_heads, **kwargs):
@@ -46,30 +77,261 @@ class AdditiveAttention(layers.Layer):
         self.q_attn = _dense(n_heads)  # one logit per head from the full query (quirk §10.2)
         self.to_out = _dense(model_dim)
 
-    def build(self, x_shape):
+    def build(self, x_shape, z_shape=None):
         for dense in (self.wq, self.wk, self.wv, self.q_attn, self.to_out):
             dense.build(x_shape)
 
-    def call(self, x):
+    def call(self, x, z=None):
         q, k, v = self.wq(x), self.wk(x), self.wv(x)
         logits = tf.transpose(self.q_attn(q), [0, 2, 1]) / self.depth ** 0.5
-        # Softmax in float32 even under mixed precision: N can be 1024.
-        attn = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
-        q, k, v = (self._split_heads(t) for t in (q, k, v))
+        attn = _softmax32(logits)
+        q, k, v = (_split_heads(t, self.n_heads) for t in (q, k, v))
         global_q = tf.einsum('bhn,bhnd->bhd', tf.cast(attn, q.dtype), q)
         mixed = global_q[:, :, None, :] * k * v
-        return self.to_out(self._merge_heads(mixed)), attn
-
-    def _split_heads(self, x):
-        x = tf.reshape(x, [tf.shape(x)[0], -1, self.n_heads, self.depth])
-        return tf.transpose(x, [0, 2, 1, 3])
-
-    def _merge_heads(self, x):
-        x = tf.transpose(x, [0, 2, 1, 3])
-        return tf.reshape(x, [tf.shape(x)[0], -1, self.model_dim])
+        return self.to_out(_merge_heads(mixed)), attn
 
     def get_config(self):
         return {**super().get_config(), 'model_dim': self.model_dim, 'n_heads': self.n_heads}
+
+
+class _QuadraticSelfAttention(layers.Layer):
+    """Multi-head self-attention over all token pairs; subclasses give the logits."""
+
+    def __init__(self, model_dim, n_heads, **kwargs):
+        super().__init__(**kwargs)
+        if model_dim % n_heads:
+            raise ValueError(f'model_dim {model_dim} is not divisible by n_heads {n_heads}')
+        self.model_dim, self.n_heads = model_dim, n_heads
+        self.depth = model_dim // n_heads
+        self.wq = _dense(model_dim)
+        self.wv = _dense(model_dim)
+        self.to_out = _dense(model_dim)
+
+    def build(self, x_shape, z_shape=None):
+        for dense in self._projections():
+            dense.build(x_shape)
+
+    def _projections(self):
+        return (self.wq, self.wv, self.to_out)
+
+    def call(self, x, z=None):
+        q = _split_heads(self.wq(x), self.n_heads)
+        v = _split_heads(self.wv(x), self.n_heads)
+        attn = _softmax32(self._logits(q, x))  # (B, heads, queries, keys)
+        out = tf.einsum('bhnm,bhmd->bhnd', tf.cast(attn, v.dtype), v)
+        return self.to_out(_merge_heads(out)), tf.reduce_mean(attn, axis=2)
+
+    def get_config(self):
+        return {**super().get_config(), 'model_dim': self.model_dim, 'n_heads': self.n_heads}
+
+
+@keras.saving.register_keras_serializable(package='LadaGAN')
+class DotProductAttention(_QuadraticSelfAttention):
+    """Scaled dot-product self-attention (SAGAN, ViT GANs): softmax(q k^T / sqrt(d)) v
+    per head. Cost O(N^2). Map: the attention each token receives, mean over queries."""
+
+    def __init__(self, model_dim, n_heads, **kwargs):
+        super().__init__(model_dim, n_heads, **kwargs)
+        self.wk = _dense(model_dim)
+
+    def _projections(self):
+        return (self.wq, self.wk, self.wv, self.to_out)
+
+    def _logits(self, q, x):
+        k = _split_heads(self.wk(x), self.n_heads)
+        return tf.einsum('bhnd,bhmd->bhnm', q, k) / self.depth ** 0.5
+
+
+@keras.saving.register_keras_serializable(package='LadaGAN')
+class L2Attention(_QuadraticSelfAttention):
+    """L2-distance self-attention (GigaGAN): logits = -|q_i - k_j|^2 / sqrt(d) per head.
+
+    tied=True makes queries and keys one projection (no `wk`), which makes the layer
+    Lipschitz (Kim et al. 2021); GigaGAN ties them in its discriminator. Cost O(N^2).
+    Map: the attention each token receives, mean over queries.
+    """
+
+    def __init__(self, model_dim, n_heads, tied=False, **kwargs):
+        super().__init__(model_dim, n_heads, **kwargs)
+        self.tied = tied
+        if not tied:
+            self.wk = _dense(model_dim)
+
+    def _projections(self):
+        return (self.wq, self.wv, self.to_out) + (() if self.tied else (self.wk,))
+
+    def _logits(self, q, x):
+        k = q if self.tied else _split_heads(self.wk(x), self.n_heads)
+        # |q|^2 + |k|^2 - 2 q.k: one matmul instead of an (N, N, d) difference tensor.
+        q_sq = tf.reduce_sum(tf.square(q), axis=-1)[..., :, None]
+        k_sq = tf.reduce_sum(tf.square(k), axis=-1)[..., None, :]
+        dist = tf.nn.relu(q_sq + k_sq - 2 * tf.einsum('bhnd,bhmd->bhnm', q, k))
+        return -dist / self.depth ** 0.5
+
+    def get_config(self):
+        return {**super().get_config(), 'tied': self.tied}
+
+
+def _instance_norm(x, epsilon=1e-5):
+    """w(X) of GANformer: each channel normalised over the tokens, per sample."""
+    x32 = tf.cast(x, tf.float32)
+    mean, var = tf.nn.moments(x32, axes=[1], keepdims=True)
+    return tf.cast((x32 - mean) * tf.math.rsqrt(var + epsilon), x.dtype)
+
+
+class _MultiHeadCross(layers.Layer):
+    """Multi-head attention from `source` tokens to `target` tokens:
+    softmax(q(source) k(target)^T / sqrt(d)) v(value), heads merged, then `to_out`.
+    Returns (out, attention (B, heads, N_source, N_target) float32)."""
+
+    def __init__(self, model_dim, n_heads, out_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.model_dim, self.n_heads, self.out_dim = model_dim, n_heads, out_dim
+        self.depth = model_dim // n_heads
+        self.wq = _dense(model_dim)
+        self.wk = _dense(model_dim)
+        self.wv = _dense(model_dim)
+        self.to_out = _dense(out_dim)
+
+    def build(self, source_shape, target_shape, value_shape=None):
+        self.wq.build(source_shape)
+        self.wk.build(target_shape)
+        self.wv.build(value_shape or target_shape)
+        self.to_out.build(tuple(source_shape[:-1]) + (self.model_dim,))
+
+    def call(self, source, target, value=None):
+        q = _split_heads(self.wq(source), self.n_heads)
+        k = _split_heads(self.wk(target), self.n_heads)
+        v = _split_heads(self.wv(target if value is None else value), self.n_heads)
+        attn = _softmax32(tf.einsum('bhnd,bhmd->bhnm', q, k) / self.depth ** 0.5)
+        out = tf.einsum('bhnm,bhmd->bhnd', tf.cast(attn, v.dtype), v)
+        return self.to_out(_merge_heads(out)), attn
+
+
+class _BipartiteAttention(layers.Layer):
+    """GANformer's attention between the N image tokens X and k latent components Y.
+
+    latents='noise' (generator): Y comes from the noise z through a two-layer mapping,
+    plus a learned embedding per component. latents='learned' (discriminator): Y is a
+    trained (k, latent_dim) embedding. The image update is a region-wise modulation:
+    gamma(A) * w(X) + beta(A), w = instance normalisation over the tokens.
+    """
+
+    def __init__(self, model_dim, n_heads, n_latents=16, latent_dim=32, latents='noise',
+                 **kwargs):
+        super().__init__(**kwargs)
+        if model_dim % n_heads:
+            raise ValueError(f'model_dim {model_dim} is not divisible by n_heads {n_heads}')
+        if latents not in ('noise', 'learned'):
+            raise ValueError(f"latents must be 'noise' or 'learned', got {latents!r}")
+        self.model_dim, self.n_heads = model_dim, n_heads
+        self.n_latents, self.latent_dim, self.latents = n_latents, latent_dim, latents
+        if latents == 'noise':
+            self.mapping = keras.Sequential([_dense(latent_dim, activation='relu'),
+                                             _dense(n_latents * latent_dim)])
+        self.gamma = _dense(model_dim)
+        self.beta = _dense(model_dim)
+
+    def build(self, x_shape, z_shape=None):
+        self.components = self.add_weight(
+            shape=(self.n_latents, self.latent_dim), initializer=KERNEL_INIT, name='components')
+        if self.latents == 'noise':
+            self.mapping.build(z_shape)
+        for dense in (self.gamma, self.beta):
+            dense.build(x_shape)
+
+    def _latent_components(self, z, x):
+        """Y, (B, k, latent_dim) in x's dtype."""
+        components = tf.cast(self.components, x.dtype)[None]
+        if self.latents == 'learned':
+            return tf.tile(components, [tf.shape(x)[0], 1, 1])
+        if z is None:
+            raise ValueError(f'{type(self).__name__} in the generator needs the noise z')
+        y = tf.reshape(self.mapping(z), [-1, self.n_latents, self.latent_dim])
+        return tf.cast(y, x.dtype) + components
+
+    def _modulate(self, attended, x):
+        return self.gamma(attended) * _instance_norm(x) + self.beta(attended)
+
+    def get_config(self):
+        return {**super().get_config(), 'model_dim': self.model_dim, 'n_heads': self.n_heads,
+                'n_latents': self.n_latents, 'latent_dim': self.latent_dim,
+                'latents': self.latents}
+
+
+@keras.saving.register_keras_serializable(package='LadaGAN')
+class SimplexAttention(_BipartiteAttention):
+    """GANformer simplex attention: X := gamma(a(X, Y)) * w(X) + beta(a(X, Y)).
+
+    Cost O(N k). Map: the X->Y attention, renormalised over the tokens for each latent
+    and averaged over the latents (each latent's share of the image).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.image_to_latents = _MultiHeadCross(self.model_dim, self.n_heads, self.model_dim)
+
+    def build(self, x_shape, z_shape=None):
+        super().build(x_shape, z_shape)
+        latent_shape = (x_shape[0], self.n_latents, self.latent_dim)
+        self.image_to_latents.build(x_shape, latent_shape)
+
+    def call(self, x, z=None):
+        y = self._latent_components(z, x)
+        attended, attn = self.image_to_latents(x, y)  # attn (B, heads, N, k)
+        share = attn / tf.reduce_sum(attn, axis=2, keepdims=True)
+        return self._modulate(attended, x), tf.reduce_mean(share, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package='LadaGAN')
+class DuplexAttention(_BipartiteAttention):
+    """GANformer duplex attention, cost O(N k).
+
+    The latents first gather from the image, Y := LayerNorm(Y + a(Y, X)); the image then
+    attends to them with keys K = a(Y, X) and values V = the updated Y:
+    X := gamma(A(X, K, V)) * w(X) + beta(A(X, K, V)).
+    Map: the Y->X attention of the latent update, averaged over the latents.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.latents_to_image = _MultiHeadCross(self.model_dim, self.n_heads, self.latent_dim)
+        self.latent_norm = layers.LayerNormalization(epsilon=LN_EPSILON)
+        self.image_to_latents = _MultiHeadCross(self.model_dim, self.n_heads, self.model_dim)
+
+    def build(self, x_shape, z_shape=None):
+        super().build(x_shape, z_shape)
+        latent_shape = (x_shape[0], self.n_latents, self.latent_dim)
+        self.latents_to_image.build(latent_shape, x_shape)
+        self.latent_norm.build(latent_shape)
+        self.image_to_latents.build(x_shape, latent_shape, latent_shape)
+
+    def call(self, x, z=None):
+        y = self._latent_components(z, x)
+        gathered, attn = self.latents_to_image(y, x)  # attn (B, heads, k, N)
+        y = self.latent_norm(y + gathered)
+        attended, _ = self.image_to_latents(x, gathered, y)
+        return self._modulate(attended, x), tf.reduce_mean(attn, axis=2)
+
+
+def make_attention(kind, model_dim, n_heads, *, discriminator=False, n_latents=16,
+                   latent_dim=32):
+    """The attention layer of a block: 'lada', 'dot', 'l2', 'simplex' or 'duplex'.
+
+    In the discriminator L2 attention ties queries and keys, and GANformer's latents are
+    trained embeddings; in the generator they come from the noise.
+    """
+    if kind == 'lada':
+        return AdditiveAttention(model_dim, n_heads)
+    if kind == 'dot':
+        return DotProductAttention(model_dim, n_heads)
+    if kind == 'l2':
+        return L2Attention(model_dim, n_heads, tied=discriminator)
+    if kind in ('simplex', 'duplex'):
+        layer = SimplexAttention if kind == 'simplex' else DuplexAttention
+        return layer(model_dim, n_heads, n_latents, latent_dim,
+                     latents='learned' if discriminator else 'noise')
+    raise ValueError(f"unknown attention {kind!r}; choose one of: lada, dot, l2, simplex, duplex")
 
 
 @keras.saving.register_keras_serializable(package='LadaGAN')
@@ -107,18 +369,27 @@ class SelfModulatedLayerNorm(layers.Layer):
 class Ladaformer(layers.Layer):
     """Discriminator block: pre-LN attention and MLP, both with residuals.
 
-    call(x) returns (output, attention).
+    call(x) returns (output, attention). `attention` picks the attention layer
+    (make_attention); 'lada' is LadaGAN's.
     """
+    in_discriminator = True
 
-    def __init__(self, model_dim, n_heads, mlp_dim, epsilon=LN_EPSILON, **kwargs):
+    def __init__(self, model_dim, n_heads, mlp_dim, epsilon=LN_EPSILON, attention='lada',
+                 n_latents=16, latent_dim=32, **kwargs):
         super().__init__(**kwargs)
         self.model_dim, self.n_heads, self.mlp_dim, self.epsilon = (
             model_dim, n_heads, mlp_dim, epsilon)
+        self.attention, self.n_latents, self.latent_dim = attention, n_latents, latent_dim
         # Creation order = the authors' weight order, which their optimizer slots follow.
-        self.attn = AdditiveAttention(model_dim, n_heads)
+        self.attn = make_attention(attention, model_dim, n_heads,
+                                   discriminator=self.in_discriminator,
+                                   n_latents=n_latents, latent_dim=latent_dim)
         self.mlp = _mlp(mlp_dim, model_dim)
-        self.norm1 = layers.LayerNormalization(epsilon=epsilon)
-        self.norm2 = layers.LayerNormalization(epsilon=epsilon)
+        self._make_norms()
+
+    def _make_norms(self):
+        self.norm1 = layers.LayerNormalization(epsilon=self.epsilon)
+        self.norm2 = layers.LayerNormalization(epsilon=self.epsilon)
 
     def build(self, x_shape):
         for layer in (self.attn, self.mlp, self.norm1, self.norm2):
@@ -131,34 +402,32 @@ class Ladaformer(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), 'model_dim': self.model_dim, 'n_heads': self.n_heads,
-                'mlp_dim': self.mlp_dim, 'epsilon': self.epsilon}
+                'mlp_dim': self.mlp_dim, 'epsilon': self.epsilon, 'attention': self.attention,
+                'n_latents': self.n_latents, 'latent_dim': self.latent_dim}
 
 
 @keras.saving.register_keras_serializable(package='LadaGAN')
 class SMLadaformer(Ladaformer):
     """Generator block: self-modulated LayerNorms and NO residual around the MLP.
 
-    out = MLP(SLN2(x1, z)) with x1 = x + Attn(SLN1(x, z)), as the released models
-    compute it (SPEC §10.1). call(x, z) returns (output, attention).
+    out = MLP(SLN2(x1, z)) with x1 = x + Attn(SLN1(x, z), z), as the released models
+    compute it (SPEC §10.1); only GANformer's attentions read z. call(x, z) returns
+    (output, attention).
     """
+    in_discriminator = False
 
-    def __init__(self, model_dim, n_heads, mlp_dim, epsilon=LN_EPSILON, **kwargs):
-        layers.Layer.__init__(self, **kwargs)
-        self.model_dim, self.n_heads, self.mlp_dim, self.epsilon = (
-            model_dim, n_heads, mlp_dim, epsilon)
-        self.attn = AdditiveAttention(model_dim, n_heads)
-        self.mlp = _mlp(mlp_dim, model_dim)
-        self.norm1 = SelfModulatedLayerNorm(model_dim, epsilon)
-        self.norm2 = SelfModulatedLayerNorm(model_dim, epsilon)
+    def _make_norms(self):
+        self.norm1 = SelfModulatedLayerNorm(self.model_dim, self.epsilon)
+        self.norm2 = SelfModulatedLayerNorm(self.model_dim, self.epsilon)
 
     def build(self, x_shape, z_shape):
-        self.attn.build(x_shape)
+        self.attn.build(x_shape, z_shape)
         self.mlp.build(x_shape)
         self.norm1.build(x_shape, z_shape)
         self.norm2.build(x_shape, z_shape)
 
     def call(self, x, z):
-        attn_out, attn = self.attn(self.norm1(x, z))
+        attn_out, attn = self.attn(self.norm1(x, z), z)
         x = x + attn_out
         return self.mlp(self.norm2(x, z)), attn
 

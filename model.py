@@ -45,9 +45,11 @@ class Generator(keras.Model):
 
     def __init__(self, img_size=64, model_dim=(1024, 256, 64), heads=(4, 4, 4),
                  mlp_dim=(512, 512, 512), dec_dim=False, noise_dim=128, sync_batchnorm=False,
-                 **kwargs):
+                 attention='lada', n_latents=16, latent_dim=32, **kwargs):
         super().__init__(**kwargs)
         self.img_size = img_size
+        self.attention, self.n_latents, self.latent_dim = attention, n_latents, latent_dim
+        block_kwargs = {'attention': attention, 'n_latents': n_latents, 'latent_dim': latent_dim}
         self.sync_batchnorm = sync_batchnorm
         self.model_dim = list(model_dim)
         self.heads = list(heads)
@@ -59,13 +61,13 @@ class Generator(keras.Model):
         self.init = keras.Sequential([layers.Dense(64 * d0, use_bias=False,
                                                    kernel_initializer=KERNEL_INIT)])
         self.pos_emb_8 = PositionalEmbedding(64, d0)
-        self.block_8 = SMLadaformer(d0, heads[0], mlp_dim[0])
+        self.block_8 = SMLadaformer(d0, heads[0], mlp_dim[0], **block_kwargs)
         self.conv_8 = _conv(d1, 3)
         self.pos_emb_16 = PositionalEmbedding(256, d1)
-        self.block_16 = SMLadaformer(d1, heads[1], mlp_dim[1])
+        self.block_16 = SMLadaformer(d1, heads[1], mlp_dim[1], **block_kwargs)
         self.conv_16 = _conv(d2, 3)
         self.pos_emb_32 = PositionalEmbedding(1024, d2)
-        self.block_32 = SMLadaformer(d2, heads[2], mlp_dim[2])
+        self.block_32 = SMLadaformer(d2, heads[2], mlp_dim[2], **block_kwargs)
         if self.dec_dim:
             self.dec = keras.Sequential()
             for width in self.dec_dim:
@@ -119,7 +121,8 @@ class Generator(keras.Model):
         return {'img_size': self.img_size, 'model_dim': self.model_dim, 'heads': self.heads,
                 'mlp_dim': self.mlp_dim, 'dec_dim': self.dec_dim,
                 'noise_dim': self.noise_dim, 'sync_batchnorm': self.sync_batchnorm,
-                'name': self.name}
+                'attention': self.attention, 'n_latents': self.n_latents,
+                'latent_dim': self.latent_dim, 'name': self.name}
 
 
 @keras.saving.register_keras_serializable(package='LadaGAN')
@@ -161,9 +164,11 @@ class Discriminator(keras.Model):
     """
 
     def __init__(self, img_size=64, enc_dim=(64, 128, 256), out_dim=(512, 1024),
-                 mlp_dim=512, heads=4, sync_batchnorm=False, **kwargs):
+                 mlp_dim=512, heads=4, sync_batchnorm=False, attention='lada', n_latents=16,
+                 latent_dim=32, **kwargs):
         super().__init__(**kwargs)
         self.img_size = img_size
+        self.attention, self.n_latents, self.latent_dim = attention, n_latents, latent_dim
         self.sync_batchnorm = sync_batchnorm
         self.enc_dim = list(enc_dim)
         self.out_dim = list(out_dim)
@@ -176,7 +181,8 @@ class Discriminator(keras.Model):
                                           layers.LeakyReLU(0.2)])
         self.encoder = [DownBlock(width, sync_batchnorm) for width in enc_dim[1:]]
         self.pos_emb_8 = PositionalEmbedding(256, enc_dim[-1])  # 16x16 tokens, authors' name
-        self.block_8 = Ladaformer(enc_dim[-1], heads, mlp_dim)
+        self.block_8 = Ladaformer(enc_dim[-1], heads, mlp_dim, attention=attention,
+                                  n_latents=n_latents, latent_dim=latent_dim)
         self.conv_4 = _conv(out_dim[0], 3)
         self.down_4 = keras.Sequential([
             _conv(out_dim[1], 1, use_bias=False, padding='valid'), layers.LeakyReLU(0.2),
@@ -207,17 +213,21 @@ class Discriminator(keras.Model):
     def get_config(self):
         return {'img_size': self.img_size, 'enc_dim': self.enc_dim, 'out_dim': self.out_dim,
                 'mlp_dim': self.mlp_dim, 'heads': self.heads,
-                'sync_batchnorm': self.sync_batchnorm, 'name': self.name}
+                'sync_batchnorm': self.sync_batchnorm, 'attention': self.attention,
+                'n_latents': self.n_latents, 'latent_dim': self.latent_dim, 'name': self.name}
 
 
 def build_generator(config, name='generator', sync_batchnorm=False):
     return Generator(img_size=config['img_size'], model_dim=config['g_dim'],
                      heads=config['g_heads'], mlp_dim=config['g_mlp'],
                      dec_dim=config['dec_dim'], noise_dim=config['noise_dim'],
-                     sync_batchnorm=sync_batchnorm, name=name)
+                     sync_batchnorm=sync_batchnorm, attention=config['g_attention'],
+                     n_latents=config['n_latents'], latent_dim=config['latent_dim'], name=name)
 
 
 def build_discriminator(config, name='discriminator', sync_batchnorm=False):
     return Discriminator(img_size=config['img_size'], enc_dim=config['d_enc_dim'],
                          out_dim=config['d_out_dim'], mlp_dim=config['d_mlp'],
-                         heads=config['d_heads'], sync_batchnorm=sync_batchnorm, name=name)
+                         heads=config['d_heads'], sync_batchnorm=sync_batchnorm,
+                         attention=config['d_attention'], n_latents=config['n_latents'],
+                         latent_dim=config['latent_dim'], name=name)
