@@ -1,16 +1,31 @@
-"""Train-step speed on this machine: XLA (jit_compile=True) against a plain TF graph.
+"""Train-step speed on this machine: XLA against a plain TF graph, fp32 against mixed
+precision, one device against two, gradient accumulation, and the input pipeline.
 
-    python bench/bench_train.py                      # tiny + cifar10 at batch 8, both modes
+    python bench/bench_train.py                      # tiny + cifar10 at batch 8, XLA vs graph
     python bench/bench_train.py --record             # ... and append the lines to RESULTS.md
-    python bench/bench_train.py --presets tiny --batch_size 32 --steps 10 --jit
+    python bench/bench_train.py --presets tiny --precision fp32,bf16 --jit
+    python bench/bench_train.py --presets tiny --batch_size 16 --devices 1,2 --no-jit
+    python bench/bench_train.py --presets tiny --batch_size 16 --grad_accum 1,2,4 --jit
+    python bench/bench_train.py --presets tiny --batch_size 32 --pipeline --jit
     python bench/bench_train.py --presets ffhq_128 --batch_size 4   # slow on a CPU
 
-For each preset one LadaGAN is built per mode. The first train_step of each (tracing,
-compilation and one step) is timed on its own; then, after --warmup steps, the modes
-take turns for --steps steps, so both see the same machine load, and the median step
-time is reported, with the fastest and slowest step in brackets and images/s =
-batch / median. The XLA/graph ratio is the ratio of those two medians measured in this
-run (> 1: XLA is slower).
+For each preset, one LadaGAN is built per variant: every combination of the modes (XLA,
+graph), --precision values, --devices counts and --grad_accum factors asked for. The
+first train_step of each (tracing, compilation and one step) is timed on its own; then,
+after --warmup steps, the variants take turns for --steps steps, so all see the same
+machine load. Each line gives the median step time, the fastest and slowest step in
+brackets, images/s = batch / median, and the ratio of its median to the first variant's
+(the baseline), measured in this run.
+
+--devices 2 runs tf.distribute.MirroredStrategy over two logical CPU devices made from
+the one physical CPU (set up before TensorFlow starts). Multi-replica steps run as TF
+graphs (XLA cannot compile their cross-device reductions), so compare them with the
+one-device graph step (--no-jit). On a 2-core CPU two replicas cannot be faster than
+one: the ratio shows the cost of the distribution machinery.
+
+--pipeline also measures the images/s that utils.make_dataset delivers alone, on the
+embedded shapes dataset (.cache/shapes32, made if missing): first pass (decoding) and
+steady state (decoded images cached in memory), against the fastest variant's step.
 
 The default run (2 presets x 2 modes, batch 8, 10 steps) takes about 4 minutes on
 2 CPU cores, most of it in the compilations (about 1 minute per preset for XLA).
@@ -18,7 +33,7 @@ Timings on a shared machine vary: the load average is printed with the results.
 """
 import argparse
 import gc
-import inspect
+import itertools
 import os
 import statistics
 import time
@@ -26,6 +41,7 @@ import time
 from common import record
 
 MODES = {'xla': True, 'graph': False}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None):
@@ -34,39 +50,78 @@ def parse_args(argv=None):
     parser.add_argument('--presets', default='tiny,cifar10',
                         help="comma-separated config.py presets (default: tiny,cifar10; "
                              "ffhq_128 is possible but slow)")
-    parser.add_argument('--batch_size', type=int, default=8, help='images per step (default 8)')
+    parser.add_argument('--batch_size', type=int, default=8,
+                        help='global images per step (default 8)')
     parser.add_argument('--steps', type=int, default=10,
-                        help='timed steps per mode, after the first one (default 10)')
+                        help='timed steps per variant, after the first one (default 10)')
     parser.add_argument('--warmup', type=int, default=1,
-                        help='untimed steps per mode after the first one (default 1)')
+                        help='untimed steps per variant after the first one (default 1)')
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument('--jit', dest='modes', action='store_const', const=['xla'],
                       help='measure only the XLA step (jit_compile=True)')
     mode.add_argument('--no-jit', dest='modes', action='store_const', const=['graph'],
                       help='measure only the plain graph step (jit_compile=False)')
-    parser.add_argument('--precision', default=None,
-                        help='comma-separated values of the LadaGAN precision argument (e.g. fp32,bf16), '
-                             'if trainer.LadaGAN has one (ignored otherwise)')
+    parser.add_argument('--precision', default='fp32',
+                        help='comma-separated precisions: fp32, bf16, fp16 (default fp32)')
+    parser.add_argument('--devices', default='1',
+                        help='comma-separated replica counts, 1 and/or 2 (default 1)')
+    parser.add_argument('--grad_accum', default='1',
+                        help='comma-separated accumulation factors (default 1)')
+    parser.add_argument('--pipeline', action='store_true',
+                        help='also measure the input pipeline alone (img/s)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the images and noise')
     parser.add_argument('--record', action='store_true',
                         help='append the result lines to bench/RESULTS.md')
     args = parser.parse_args(argv)
     args.modes = args.modes or list(MODES)
-    args.presets = [p.strip() for p in args.presets.split(',') if p.strip()]
+    args.presets = _split(args.presets)
+    args.precision = _split(args.precision)
+    args.devices = [int(d) for d in _split(args.devices)]
+    args.grad_accum = [int(k) for k in _split(args.grad_accum)]
     if args.batch_size < 1 or args.steps < 1 or args.warmup < 0:
         parser.error('--batch_size and --steps must be >= 1, --warmup >= 0')
+    if not set(args.devices) <= {1, 2}:
+        parser.error('--devices takes 1 and/or 2')
+    if any(args.batch_size % (d * k) for d in args.devices for k in args.grad_accum):
+        parser.error('--batch_size must be a multiple of every devices x grad_accum product')
     return args
 
 
-def precisions(args, trainer):
-    """[None] (the trainer's default) or the requested values, when LadaGAN takes one."""
-    if 'precision' not in inspect.signature(trainer.LadaGAN).parameters:
-        if args.precision:
-            print('trainer.LadaGAN has no precision argument: --precision ignored')
-        return [None]
-    if not args.precision:
-        return [None]
-    return [p.strip() for p in args.precision.split(',') if p.strip()]
+def _split(text):
+    return [part.strip() for part in text.split(',') if part.strip()]
+
+
+def variants(args):
+    """[(label, LadaGAN keyword arguments)]; the first one is the baseline."""
+    found = []
+    for mode, precision, devices, accum in itertools.product(
+            args.modes, args.precision, args.devices, args.grad_accum):
+        if devices > 1 and mode == 'xla':
+            continue  # the trainer runs multi-replica steps as graphs: same as 'graph'
+        label = ' '.join([mode, precision] + (['2 devices'] if devices > 1 else [])
+                         + ([f'accum {accum}'] if accum > 1 else []))
+        found.append((label, {'jit_compile': MODES[mode], 'precision': precision,
+                              'grad_accum': accum, 'devices': devices}))
+    return found
+
+
+_MIRRORED = []
+
+
+def two_device_strategy():
+    """One MirroredStrategy for the whole run: two of them in one process can give
+    their collective ops clashing keys."""
+    import tensorflow as tf
+    if not _MIRRORED:
+        _MIRRORED.append(tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))
+    return _MIRRORED[0]
+
+
+def make_gan(conf, kwargs):
+    import trainer
+    kwargs = dict(kwargs)
+    strategy = two_device_strategy() if kwargs.pop('devices') > 1 else None
+    return trainer.LadaGAN(conf, strategy=strategy, **kwargs)
 
 
 def timed_step(gan, images, noise_d, noise_g):
@@ -75,66 +130,95 @@ def timed_step(gan, images, noise_d, noise_g):
     return time.perf_counter() - start
 
 
-def bench_preset(preset, precision, args):
+def bench_preset(preset, args):
+    """{label: {'first', 'steps', 'median'}} of every variant, measured in lockstep."""
     import numpy as np
     import config
-    import trainer
-    conf = config.get_config(preset)
+    conf = config.get_config(preset, batch_size=args.batch_size)
     rng = np.random.default_rng(args.seed)
     size, batch = conf['img_size'], args.batch_size
     images = rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
     noise_d = rng.standard_normal((batch, conf['noise_dim'])).astype(np.float32)
     noise_g = rng.standard_normal((batch, conf['noise_dim'])).astype(np.float32)
-    kwargs = {} if precision is None else {'precision': precision}
     gans, result = {}, {}
-    for mode in args.modes:
-        start = time.perf_counter()
-        gans[mode] = trainer.LadaGAN(conf, jit_compile=MODES[mode], **kwargs)
-        build = time.perf_counter() - start
-        first = timed_step(gans[mode], images, noise_d, noise_g)
+    for label, kwargs in variants(args):
+        gans[label] = make_gan(conf, kwargs)
+        first = timed_step(gans[label], images, noise_d, noise_g)
         for _ in range(args.warmup):
-            timed_step(gans[mode], images, noise_d, noise_g)
-        result[mode] = {'build': build, 'first': first, 'steps': []}
-        print(f'  {preset} {mode}: build {build:.1f} s, first step {first:.1f} s', flush=True)
-    for _ in range(args.steps):  # modes take turns: same load for both
-        for mode in args.modes:
-            result[mode]['steps'].append(timed_step(gans[mode], images, noise_d, noise_g))
+            timed_step(gans[label], images, noise_d, noise_g)
+        result[label] = {'first': first, 'steps': []}
+        print(f'  {preset} {label}: first step {first:.1f} s', flush=True)
+    for _ in range(args.steps):  # variants take turns: same load for all
+        for label, gan in gans.items():
+            result[label]['steps'].append(timed_step(gan, images, noise_d, noise_g))
     for r in result.values():
         r['median'] = statistics.median(r['steps'])
-        r['compile'] = max(r['first'] - r['median'], 0.0)
     del gans
     gc.collect()
     return result
 
 
-def format_line(preset, precision, args, result):
-    name = preset if precision is None else f'{preset} {precision}'
-    parts = []
-    for mode in args.modes:
-        r = result[mode]
-        parts.append(f"{'XLA' if mode == 'xla' else 'graph'} {r['median']:.3f} s/step "
-                     f"[{min(r['steps']):.3f}-{max(r['steps']):.3f}] "
-                     f"({args.batch_size / r['median']:.1f} img/s), first step "
-                     f"{r['first']:.1f} s (compile ~{r['compile']:.1f} s)")
-    line = f'{name}, batch {args.batch_size}, median of {args.steps}: ' + '; '.join(parts)
-    if len(args.modes) == 2:
-        ratio = result['xla']['median'] / result['graph']['median']
-        line += (f'; XLA/graph step time {ratio:.2f} '
-                 f"({'XLA slower' if ratio > 1 else 'XLA faster'})")
-    return line
+def format_lines(preset, args, result):
+    baseline = next(iter(result))
+    lines = []
+    for label, r in result.items():
+        compile_time = max(r['first'] - r['median'], 0.0)
+        line = (f"{preset} {label}, batch {args.batch_size}, median of {args.steps}: "
+                f"{r['median']:.3f} s/step [{min(r['steps']):.3f}-{max(r['steps']):.3f}] "
+                f"({args.batch_size / r['median']:.1f} img/s), first step {r['first']:.1f} s "
+                f"(compile ~{compile_time:.1f} s)")
+        if label != baseline:
+            line += f"; step time {r['median'] / result[baseline]['median']:.2f}x {baseline}"
+        lines.append(line)
+    return lines
+
+
+def pipeline_line(args, step_images_per_sec):
+    """Images/s of utils.make_dataset alone on the embedded shapes: decode, then cached."""
+    import config
+    import utils
+    data_dir = os.path.join(ROOT, '.cache', 'shapes32')
+    pattern = utils.make_shapes_dataset(data_dir)
+    conf = config.get_config('tiny')
+    dataset = utils.make_dataset(pattern, conf['img_size'], args.batch_size, seed=args.seed)
+    batches = iter(dataset)
+    per_epoch = dataset.n_files // args.batch_size
+    rates = []
+    for _ in range(2):  # first pass decodes the files, the second reads the cache
+        start = time.perf_counter()
+        for _ in range(per_epoch):
+            next(batches)
+        rates.append(per_epoch * args.batch_size / (time.perf_counter() - start))
+    return (f'input pipeline alone (utils.make_dataset, {dataset.n_files} shapes PNGs, '
+            f'batch {args.batch_size}): first pass {rates[0]:.0f} img/s, cached '
+            f'{rates[1]:.0f} img/s = {rates[0] / step_images_per_sec:.0f}x and '
+            f'{rates[1] / step_images_per_sec:.0f}x the fastest step above '
+            f'({step_images_per_sec:.1f} img/s)')
+
+
+def use_two_logical_devices():
+    """Splits the physical CPU into two logical devices; must run before TF starts."""
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices('CPU')[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if 2 in args.devices:
+        use_two_logical_devices()
     import tensorflow as tf
-    import trainer
     load_before = os.getloadavg()[0]
-    lines = []
+    lines, fastest = [], 0.0
     for preset in args.presets:
-        for precision in precisions(args, trainer):
-            result = bench_preset(preset, precision, args)
-            lines.append(format_line(preset, precision, args, result))
-            print(lines[-1], flush=True)
+        result = bench_preset(preset, args)
+        lines += format_lines(preset, args, result)
+        fastest = max([fastest] + [args.batch_size / r['median'] for r in result.values()])
+        print('\n'.join(lines[-len(result):]), flush=True)
+    if args.pipeline:
+        lines.append(pipeline_line(args, fastest))
+        print(lines[-1])
     threads = (tf.config.threading.get_inter_op_parallelism_threads(),
                tf.config.threading.get_intra_op_parallelism_threads())
     lines.append(f'CPU, inter/intra-op threads {threads[0]}/{threads[1]} (0 = TF default), '
