@@ -42,7 +42,7 @@ TF2015_URL = 'http://download.tensorflow.org/models/image/imagenet/inception-201
 TF2015_FILE = 'classify_image_graph_def.pb'
 KERAS_WEIGHTS_FILE = 'inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5'
 CACHE_ROOT = os.path.join(os.path.expanduser('~'), '.cache', 'ladagan')
-METRICS = ('fid', 'kid', 'is', 'pr')
+METRICS = ('fid', 'kid', 'is', 'pr', 'swd')  # swd needs no feature network
 
 
 class FIDError(Exception):
@@ -250,6 +250,92 @@ def precision_recall(real_feats, fake_feats, k=3):
 # ---------------------------------------------------------------------------------------
 # Images
 # ---------------------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------------------
+# Sliced Wasserstein distance on image patches (no feature network)
+# ---------------------------------------------------------------------------------------
+
+_BINOMIAL_5 = np.array([1, 4, 6, 4, 1], np.float32) / 16
+
+
+def _blur(images):
+    """Separable 5-tap binomial blur of (N, H, W, C) with reflected borders."""
+    padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), mode='reflect')
+    h, w = images.shape[1:3]
+    rows = sum(k * padded[:, i:i + h] for i, k in enumerate(_BINOMIAL_5))
+    return sum(k * rows[:, :, i:i + w] for i, k in enumerate(_BINOMIAL_5))
+
+
+def laplacian_pyramid(images, min_size=16):
+    """[band-pass levels from the full size down, then the low-pass at min_size]."""
+    levels, current = [], images.astype(np.float32)
+    while current.shape[1] > min_size:
+        down = _blur(current)[:, ::2, ::2]
+        up = np.repeat(np.repeat(down, 2, axis=1), 2, axis=2)
+        levels.append(current - _blur(up))
+        current = down
+    return levels + [current]
+
+
+def _patch_descriptors(level, per_image, rng, size=7):
+    """(N * per_image, size*size*C) random patches of one pyramid level, each set
+    normalised per channel by its own mean and std (Karras et al. 2018)."""
+    n, h, w, c = level.shape
+    ys = rng.integers(0, h - size + 1, (n, per_image))
+    xs = rng.integers(0, w - size + 1, (n, per_image))
+    offsets = np.arange(size)
+    rows = (ys[..., None] + offsets)[..., :, None]           # (N, P, size, 1)
+    cols = (xs[..., None] + offsets)[..., None, :]           # (N, P, 1, size)
+    patches = level[np.arange(n)[:, None, None, None], rows, cols]  # (N, P, size, size, C)
+    patches = patches.reshape(-1, size * size, c)
+    patches = (patches - patches.mean(axis=(0, 1))) / (patches.std(axis=(0, 1)) + 1e-8)
+    return patches.reshape(len(patches), -1)
+
+
+def sliced_wasserstein(a, b, n_directions=512, n_repeats=4, rng=None):
+    """Mean 1-D Wasserstein-1 distance between the projections of two equal-size sets of
+    descriptors on random unit directions, averaged over repeats."""
+    rng = rng or np.random.default_rng(0)
+    if len(a) != len(b):
+        raise FIDError('sliced_wasserstein needs sets of equal size')
+    distances = []
+    for _ in range(n_repeats):
+        directions = rng.standard_normal((a.shape[1], n_directions)).astype(np.float32)
+        directions /= np.linalg.norm(directions, axis=0, keepdims=True)
+        proj_a = np.sort(a @ directions, axis=0)
+        proj_b = np.sort(b @ directions, axis=0)
+        distances.append(np.mean(np.abs(proj_a - proj_b)))
+    return float(np.mean(distances))
+
+
+def swd(real_images, fake_images, patches_per_image=128, seed=0):
+    """Sliced Wasserstein distance of Karras et al. 2018 (ProGAN) between two sets of
+    uint8 (N, S, S, 3) images, x 1e3: {'swd_<size>': per pyramid level, 'swd': mean}.
+
+    Random 7x7 patches of every Laplacian-pyramid level (down to 16x16) are compared
+    through 1-D projections; no feature network is involved, so it works offline, but
+    its values are not comparable with FID.
+    """
+    real_images, fake_images = np.asarray(real_images), np.asarray(fake_images)
+    if real_images.shape[1:] != fake_images.shape[1:]:
+        raise FIDError(f'SWD needs images of one size, got {real_images.shape[1:]} and '
+                       f'{fake_images.shape[1:]}')
+    if real_images.shape[1] < 16:
+        raise FIDError(f'SWD needs images of at least 16x16, got {real_images.shape[1]}')
+    n = min(len(real_images), len(fake_images))
+    if n < 2:
+        raise FIDError('SWD needs at least 2 real and 2 generated images')
+    rng = np.random.default_rng(seed)
+    pyramids = [laplacian_pyramid(images[:n] / 127.5 - 1)
+                for images in (real_images, fake_images)]
+    results = {}
+    for real_level, fake_level in zip(*pyramids):
+        descriptors = [_patch_descriptors(level, patches_per_image, rng)
+                       for level in (real_level, fake_level)]
+        results[f'swd_{real_level.shape[1]}'] = 1e3 * sliced_wasserstein(*descriptors, rng=rng)
+    results['swd'] = float(np.mean(list(results.values())))
+    return results
+
 
 def _utils():
     # utils imports TensorFlow (seconds, log lines): only when images are read.
@@ -751,7 +837,7 @@ DEFAULT_STATS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '.c
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        description='FID/KID/IS/precision-recall of generated images against real ones.',
+        description='FID/KID/IS/precision-recall/SWD of generated images against real ones.',
         epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--eval_dir', required=True,
                    help='real images: a glob pattern (quote it) or a directory')
@@ -761,7 +847,9 @@ def parse_args(argv=None):
     p.add_argument('--n_fake', default='50000',
                    help="generated images (default 50000; 'all' for all of --fake_dir)")
     p.add_argument('--n_real', default='all', help="real images: a number or 'all' (default)")
-    p.add_argument('--metrics', default='fid', help='comma list of fid,kid,is,pr (default fid)')
+    p.add_argument('--metrics', default='fid',
+                   help='comma list of fid,kid,is,pr,swd (default fid); swd (sliced '
+                        'Wasserstein distance on image patches) needs no network')
     p.add_argument('--network', choices=('tf2015', 'keras'), default='tf2015',
                    help='feature network (default tf2015, see below)')
     p.add_argument('--inception_path', help='network file (tf2015 .pb or keras .h5)')
@@ -812,10 +900,11 @@ def run(args):
     if args.fake_dir:
         fake_files = select_files(find_images(args.fake_dir), n_fake, args.seed, 'fake images')
         img_size = args.img_size or common_size(fake_files)
+    needs_network = any(m != 'swd' for m in metrics)
     weights = args.inception_path
-    if args.network == 'tf2015':
+    if needs_network and args.network == 'tf2015':
         weights = get_tf2015_graph(args.inception_path)
-    elif weights and not os.path.isfile(weights):
+    elif needs_network and weights and not os.path.isfile(weights):
         raise FIDUnavailable(f'Keras InceptionV3 weights file not found: {weights}')
 
     if fake_files is not None:
@@ -828,20 +917,27 @@ def run(args):
         except utils.CheckpointError as e:
             raise FIDError(str(e)) from None
         fake_batches = FakeSampler(generator, args.batch_size).batches(n_fake, args.seed)
-    extractor = get_extractor(args.network, weights)
     sizes = []
-    fake = compute_features(_record_size(fake_batches, sizes), extractor, n=n_fake,
-                            desc='fake features')
-    img_size = img_size or args.img_size or sizes[0]  # reals are resized to the fake size
-    real = real_stats(real_files, len(real_files), img_size, extractor.name, extractor,
-                      args.cache_dir, batch_size=args.batch_size)
-    results = compute_metrics(real['features'], fake, metrics, seed=args.seed,
-                              fid_method=args.fid_method)
-    results.update({
-        'network': args.network, 'fid_method': args.fid_method,
-        'n_real': len(real_files), 'n_fake': n_fake, 'img_size': img_size,
-        'eval_dir': args.eval_dir, 'fake_dir': args.fake_dir, 'model_dir': args.model_dir,
-        'seed': args.seed, 'real_stats': real['path'], 'real_stats_cached': real['from_cache']})
+    fake_batches = _record_size(fake_batches, sizes)
+    if 'swd' in metrics:  # SWD needs the pixels: keep the generated images
+        fake_batches = list(tqdm(fake_batches, desc='generated images', unit='batch'))
+    results = {'n_real': len(real_files), 'n_fake': n_fake, 'eval_dir': args.eval_dir,
+               'fake_dir': args.fake_dir, 'model_dir': args.model_dir, 'seed': args.seed}
+    if needs_network:
+        extractor = get_extractor(args.network, weights)
+        fake = compute_features(iter(fake_batches), extractor, n=n_fake, desc='fake features')
+        img_size = img_size or args.img_size or sizes[0]  # reals resized to the fake size
+        real = real_stats(real_files, len(real_files), img_size, extractor.name, extractor,
+                          args.cache_dir, batch_size=args.batch_size)
+        results.update(compute_metrics(real['features'], fake, metrics, seed=args.seed,
+                                       fid_method=args.fid_method))
+        results.update({'network': args.network, 'fid_method': args.fid_method,
+                        'real_stats': real['path'], 'real_stats_cached': real['from_cache']})
+    if 'swd' in metrics:
+        img_size = img_size or args.img_size or sizes[0]
+        real_images = np.concatenate(list(read_images(real_files, img_size, args.batch_size)))
+        results.update(swd(real_images, np.concatenate(fake_batches), seed=args.seed))
+    results['img_size'] = int(img_size)
     return results
 
 
@@ -858,7 +954,8 @@ def main(argv=None):
     except FIDError as e:
         print(f'fid.py: error: {e}', file=sys.stderr)
         return 2
-    out = args.out or (os.path.join(args.model_dir, f'eval-{args.network}.json')
+    name = 'swd' if args.metrics.strip() == 'swd' else args.network
+    out = args.out or (os.path.join(args.model_dir, f'eval-{name}.json')
                        if args.model_dir else None)
     text = json.dumps(results, indent=2)
     print(text)

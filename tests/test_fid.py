@@ -848,3 +848,66 @@ def test_cli_help_explains_the_networks():
     for phrase in ('NOT comparable', 'pytorch-fid', 'TTUR', 'in-training monitor',
                    'LadaGAN paper', '--fid_method', 'scipy.linalg.sqrtm', 'VGG-16'):
         assert phrase in text, phrase
+
+
+# --- sliced Wasserstein distance (no feature network) ------------------------------------
+
+def _shapes_like(n, seed):
+    """uint8 32x32 images: random rectangles on random backgrounds."""
+    rng = np.random.default_rng(seed)
+    images = np.repeat(rng.integers(0, 256, (n, 1, 1, 3)), 32, axis=1).repeat(32, axis=2)
+    for image in images:
+        y, x = rng.integers(0, 20, 2)
+        image[y:y + 12, x:x + 12] = rng.integers(0, 256, 3)
+    return images.astype(np.uint8)
+
+
+def test_sliced_wasserstein_of_a_shift_is_the_mean_projected_shift():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((300, 6)).astype(np.float32)
+    shift = np.array([1.0, -2.0, 0.5, 0.0, 3.0, 1.0], np.float32)
+    got = fid.sliced_wasserstein(a, a + shift, n_directions=64, n_repeats=2,
+                                 rng=np.random.default_rng(5))
+    want_rng, want = np.random.default_rng(5), []
+    for _ in range(2):
+        d = want_rng.standard_normal((6, 64)).astype(np.float32)
+        want.append(np.mean(np.abs(shift @ (d / np.linalg.norm(d, axis=0)))))
+    assert got == pytest.approx(np.mean(want), rel=1e-4)
+    assert fid.sliced_wasserstein(a, a) == 0.0
+
+
+def test_laplacian_pyramid_levels_rebuild_the_image():
+    images = _shapes_like(3, 0).astype(np.float32)
+    band, low = fid.laplacian_pyramid(images)
+    assert band.shape == (3, 32, 32, 3) and low.shape == (3, 16, 16, 3)
+    up = np.repeat(np.repeat(low, 2, axis=1), 2, axis=2)
+    np.testing.assert_allclose(band + fid._blur(up), images, atol=1e-3)
+
+
+def test_swd_grows_with_blur_and_is_smallest_for_the_same_distribution():
+    real, other_real = _shapes_like(200, 1), _shapes_like(200, 2)
+    blurred = [real.astype(np.float32)]
+    for _ in range(3):
+        blurred.append(fid._blur(blurred[-1]))
+    values = [fid.swd(other_real, np.round(b).astype(np.uint8))['swd'] for b in blurred]
+    assert values[0] < values[1] < values[2] < values[3], values
+    assert set(fid.swd(real, other_real)) == {'swd_32', 'swd_16', 'swd'}
+
+
+def test_swd_errors_are_clear():
+    with pytest.raises(fid.FIDError, match='at least 16x16'):
+        fid.swd(np.zeros((4, 8, 8, 3), np.uint8), np.zeros((4, 8, 8, 3), np.uint8))
+    with pytest.raises(fid.FIDError, match='one size'):
+        fid.swd(np.zeros((4, 32, 32, 3), np.uint8), np.zeros((4, 16, 16, 3), np.uint8))
+
+
+def test_cli_swd_works_offline_without_a_network(tmp_path):
+    for name, images in (('real', _shapes_like(40, 3)), ('fake', _shapes_like(40, 4))):
+        os.makedirs(tmp_path / name)
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(tmp_path / name / f'{i}.png')
+    result = _cli('--eval_dir', str(tmp_path / 'real'), '--fake_dir', str(tmp_path / 'fake'),
+                     '--n_fake', 'all', '--metrics', 'swd', '--inception_path', '/nonexistent')
+    assert result.returncode == 0, result.stderr[-2000:]
+    numbers = json.loads(result.stdout)
+    assert numbers['swd'] > 0 and numbers['n_fake'] == 40 and numbers['img_size'] == 32
