@@ -47,6 +47,7 @@ DEFAULTS = {
     'test_seed': 77,
     # ours
     'ema_init': 'copy',              # 'copy': EMA starts as G's weights; 'random': authors' fresh init
+    'ema_warmup': False,             # True: decay min(ema_decay, (1 + n) / (10 + n)) after n G updates
     'antialias': False,              # antialias when resizing training images (authors: False)
     'g_attention': 'lada',           # attention of the generator blocks: one of ATTENTIONS
     'd_attention': 'lada',           # attention of the discriminator block: one of ATTENTIONS
@@ -56,7 +57,7 @@ DEFAULTS = {
 
 # Keys added by this project: the authors' config.json files do not have them, and
 # they take their default values when such a file is loaded.
-OUR_KEYS = ('ema_init', 'antialias',
+OUR_KEYS = ('ema_init', 'ema_warmup', 'antialias',
             'g_attention', 'd_attention', 'n_latents', 'latent_dim')
 
 _FFHQ_128 = {
@@ -89,6 +90,8 @@ PRESETS = {
         'd_mlp': 128,
         'n_fid_real': 500,   # keeps each in-loop FID to about a minute on a CPU
         'n_fid_gen': 500,
+        # Short runs: with 0.999 and no warm-up the EMA of a 600-step run is still 55% init.
+        'ema_warmup': True,
     },
 }
 
@@ -162,7 +165,7 @@ def validate(config):
         _check(_is_number(c[key]) and c[key] >= 0, key, c[key], 'a number >= 0')
     _check(_is_number(c['ema_decay']) and 0 <= c['ema_decay'] <= 1, 'ema_decay',
            c['ema_decay'], 'a number in [0, 1]')
-    for key in ('bcr', 'antialias'):
+    for key in ('bcr', 'antialias', 'ema_warmup'):
         _check(isinstance(c[key], bool), key, c[key], 'true or false')
     _check(c['ema_init'] in EMA_INITS, 'ema_init', c['ema_init'], f"one of {list(EMA_INITS)}")
     for key in ('g_attention', 'd_attention'):

@@ -283,8 +283,17 @@ class LadaGAN:
         grads = tape.gradient(scaled, self.generator.trainable_weights)
         return grads, {'g_loss': g_loss, 'fake_acc': tf.reduce_mean(fake_logits)}
 
-    def _update_ema(self):
+    def _ema_decay(self):
         decay = self.config['ema_decay']
+        if not self.config['ema_warmup']:
+            return decay
+        # The num_updates ramp of tf.train.ExponentialMovingAverage: early in training the
+        # EMA follows G closely instead of keeping most of the initial weights.
+        n = tf.cast(_inner(self.g_optimizer).iterations, tf.float32)
+        return tf.minimum(decay, (1 + n) / (10 + n))
+
+    def _update_ema(self):
+        decay = self._ema_decay()
         # All weights, BatchNorm statistics of the conv decoder included.
         for ema_weight, weight in zip(self.ema_generator.weights, self.generator.weights):
             ema_weight.assign(decay * ema_weight + (1 - decay) * weight)

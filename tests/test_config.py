@@ -41,6 +41,7 @@ def test_overrides_apply_after_the_preset():
     ({'g_beta2': 1.0}, r"g_beta2=1.0: must be a number in \[0, 1\)"),
     ({'bcr': 'yes'}, r"bcr='yes': must be true or false"),
     ({'ema_init': 'zeros'}, r"ema_init='zeros': must be one of \['copy', 'random'\]"),
+    ({'ema_warmup': 'yes'}, r"ema_warmup='yes': must be true or false"),
     ({'g_heads': [4, 4]}, r"g_heads=\[4, 4\]: must be a list of 3 positive integers"),
     ({'gdim': [1, 2, 3]}, r"unknown config key\(s\) \['gdim'\]"),
 ])
@@ -57,4 +58,4 @@ def test_unknown_preset_lists_the_valid_ones():
 def test_authors_config_json_loads_with_our_defaults_for_new_keys():
     saved = {k: v for k, v in config.DEFAULTS.items() if k not in config.OUR_KEYS}
     c = config.from_saved(saved)
-    assert c['ema_init'] == 'copy' and c['antialias'] is False
+    assert c['ema_init'] == 'copy' and c['antialias'] is False and c['ema_warmup'] is False
