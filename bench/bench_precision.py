@@ -45,15 +45,17 @@ def parse_args(argv=None):
     return args
 
 
-def train(precision, seed, args):
-    model_dir = os.path.join(args.work_dir, f'{precision}-seed{seed}-{args.iters}')
+def train(name, flags, args):
+    """Runs `train.py FLAGS` for args.iters iterations in work_dir/NAME-ITERS (reused when
+    that run is complete) and returns the directory."""
+    model_dir = os.path.join(args.work_dir, f'{name}-{args.iters}')
     command = [sys.executable, os.path.join(ROOT, 'train.py'), '--model_dir', model_dir,
-               '--precision', precision, '--seed', str(seed), '--total_iter', str(args.iters),
-               '--fid_inter', str(args.iters), '--no_fid']
-    print(f'training {precision} seed {seed} -> {model_dir}', flush=True)
+               '--total_iter', str(args.iters), '--fid_inter', str(args.iters), '--no_fid',
+               *flags]
+    print(f'training {name} -> {model_dir}', flush=True)
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
-        sys.exit(f'{precision} seed {seed} failed:\n{result.stderr[-2000:]}')
+        sys.exit(f'{name} failed:\n{result.stderr[-2000:]}')
     return model_dir
 
 
@@ -65,10 +67,10 @@ def run_summary(model_dir):
     return finite, speed
 
 
-def samples(model_dir, n):
+def samples(model_dir, n, ema=True):
     import numpy as np
     import utils
-    generator = utils.load_generator(model_dir)
+    generator = utils.load_generator(model_dir, ema=ema)
     noise = np.random.default_rng(123).standard_normal((n, generator.noise_dim))
     images = [generator(noise[i:i + 100].astype(np.float32), training=False)[0]
               for i in range(0, n, 100)]
@@ -89,7 +91,9 @@ def main(argv=None):
     args = parse_args(argv)
     sys.path.insert(0, ROOT)
     import fid
-    model_dirs = {run: train(*run, args) for run in args.runs}
+    model_dirs = {(precision, seed): train(f'{precision}-seed{seed}',
+                                           ['--precision', precision, '--seed', str(seed)], args)
+                  for precision, seed in args.runs}
     real, other_real = real_images(args.n_images)
     floor = fid.swd(real, other_real)['swd']
     cells = []
