@@ -270,6 +270,19 @@ class Run:
                 self.evaluate_and_save(idx)
                 tick = time.time()
         bar.close()
+        self._say_where_the_results_are(total)
+
+    def _say_where_the_results_are(self, idx):
+        if not self.is_chief:
+            return
+        model_dir = self.args.model_dir
+        n_images = idx * self.conf['batch_size']
+        samples = os.path.join(model_dir, 'images', f'samples-{n_images:09d}.png')
+        print(f'Done: {idx:,} iterations, {n_images:,} images.\n'
+              f'  samples:      {samples} (attention maps beside them)\n'
+              f"  TensorBoard:  tensorboard --logdir {os.path.join(model_dir, 'log-dir')}\n"
+              f'  more samples: python generate.py --model_dir {model_dir} --n 64 '
+              f'--out samples.png')
 
     def _stop_if_not_finite(self, metrics, idx):
         bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}

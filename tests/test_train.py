@@ -70,6 +70,10 @@ def test_trains_writes_everything_and_resumes(shapes, tmp_path):
     assert {'d_loss', 'g_loss', 'gp', 'cr', 'real_acc', 'fake_acc', 'images_per_sec'} <= set(
         logged[0])
     assert json.load(open(f'{model_dir}/config.json'))['batch_size'] == 8
+    # The last lines point to the newest sample grid and to the tools to look further.
+    named = first.stdout.split('samples:', 1)[1].split()[0]
+    assert named == f'{model_dir}/images/samples-{32:09d}.png' and os.path.exists(named)
+    assert f'generate.py --model_dir {model_dir}' in first.stdout
 
     second = run_train(*common, '--total_iter', '6')
     assert second.returncode == 0, second.stderr[-3000:]

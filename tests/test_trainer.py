@@ -34,7 +34,7 @@ def _softplus(x):
     return tf.math.log1p(tf.exp(-tf.abs(x))) + tf.maximum(x, 0.0)
 
 
-def _reference_step(fixture_dir, path, images, z_d, z_g, ema_decay):
+def _reference_step(fixture_dir, path, images, z_d, z_g):
     g = utils.load_generator(fixture_dir, ema=False, checkpoint_path=path)
     ema = utils.load_generator(fixture_dir, ema=True, checkpoint_path=path)
     d = utils.load_discriminator(fixture_dir, checkpoint_path=path)
@@ -62,19 +62,15 @@ def _reference_step(fixture_dir, path, images, z_d, z_g, ema_decay):
     _adam_update(g.trainable_weights, g_tape.gradient(g_loss, g.trainable_weights),
                  g_states, g_step)
     for e, w in zip(ema.weights, g.weights):
-        e.assign(ema_decay * e.numpy() + (1 - ema_decay) * w.numpy())
+        e.assign(EMA_DECAY * e.numpy() + (1 - EMA_DECAY) * w.numpy())
     metrics = {'d_loss': d_loss, 'gp': gp, 'd_total': d_total, 'cr': 0.0, 'g_loss': g_loss,
                'real_acc': tf.reduce_mean(real_logits), 'fake_acc': tf.reduce_mean(g_logits)}
     return g, ema, d, {k: float(v) for k, v in metrics.items()}
 
 
-# The checkpoint holds 2 G updates; the replayed step makes the third. With the warm-up
-# the EMA decay is then (1 + 3) / (10 + 3), tf.train.ExponentialMovingAverage's ramp.
-@pytest.mark.parametrize('ema_warmup, ema_decay', [(False, EMA_DECAY), (True, 4 / 13)])
-def test_replayed_step_matches_an_independent_computation(fixture_dir, reference, ema_warmup,
-                                                          ema_decay):
+def test_replayed_step_matches_an_independent_computation(fixture_dir, reference):
     path = os.path.join(fixture_dir, 'training-checkpoints', 'ckpt-8')
-    gan = trainer.LadaGAN({**utils.load_config(fixture_dir), 'ema_warmup': ema_warmup})
+    gan = trainer.LadaGAN(utils.load_config(fixture_dir))
     utils.restore_checkpoint(path, **gan.checkpoint_objects())
     assert int(gan.n_images.numpy()) == 8 and int(gan.g_optimizer.iterations.numpy()) == 2
     rng = np.random.default_rng(0)
@@ -82,7 +78,7 @@ def test_replayed_step_matches_an_independent_computation(fixture_dir, reference
     z_d, z_g = (rng.standard_normal((4, 32)).astype(np.float32) for _ in range(2))
 
     metrics = gan.train_step(images, noise_d=z_d, noise_g=z_g, augment=False)
-    g, ema, d, expected = _reference_step(fixture_dir, path, images, z_d, z_g, ema_decay)
+    g, ema, d, expected = _reference_step(fixture_dir, path, images, z_d, z_g)
 
     assert metrics.keys() == expected.keys()
     for name in expected:
@@ -106,6 +102,25 @@ def test_ema_starts_as_a_copy_by_default_and_random_on_request(fixture_dir):
     differing = [np.abs(e.numpy() - w.numpy()).max() > 0
                  for e, w in zip(authors.ema_generator.weights, authors.generator.weights)]
     assert sum(differing) > len(differing) // 2
+
+
+# tf.train.ExponentialMovingAverage's ramp: after n G updates the decay is
+# min(ema_decay, (1 + n) / (10 + n)); without the warm-up it is ema_decay from the start.
+@pytest.mark.parametrize('ema_warmup, g_updates, decay', [
+    (True, 3, 4 / 13), (True, 100_000, EMA_DECAY), (False, 3, EMA_DECAY)])
+def test_ema_update_follows_the_warm_up_ramp(fixture_dir, ema_warmup, g_updates, decay):
+    gan = trainer.LadaGAN({**utils.load_config(fixture_dir), 'ema_warmup': ema_warmup})
+    gan.g_optimizer.iterations.assign(g_updates)
+    rng = np.random.default_rng(3)
+    for e, w in zip(gan.ema_generator.weights, gan.generator.weights):
+        e.assign(rng.standard_normal(e.shape))
+        w.assign(rng.standard_normal(w.shape))
+    before = [(e.numpy(), w.numpy()) for e, w in
+              zip(gan.ema_generator.weights, gan.generator.weights)]
+    tf.function(gan._update_ema, jit_compile=True)()
+    for ema_weight, (e, w) in zip(gan.ema_generator.weights, before):
+        np.testing.assert_allclose(ema_weight.numpy(), decay * e + (1 - decay) * w,
+                                   atol=1e-6, err_msg=ema_weight.path)
 
 
 @pytest.mark.parametrize('loss', ['nsl', 'hinge'])
