@@ -193,7 +193,8 @@ class Run:
             for name, subdir in (('regular', utils.TRAINING_DIR), ('best', utils.BEST_DIR))}
         self.restore_dirs = [os.path.join(args.model_dir, subdir)
                              for subdir in (utils.TRAINING_DIR, utils.BEST_DIR)]
-        self.writer = (tf.summary.create_file_writer(os.path.join(args.model_dir, 'log-dir'))
+        self.log_dir = os.path.join(args.model_dir, 'log-dir')
+        self.writer = (tf.summary.create_file_writer(self.log_dir)
                        if self.is_chief else tf.summary.create_noop_writer())
         self.fid_monitor = (None if args.no_fid or not self.is_chief
                             else self._make_fid_monitor())
@@ -277,10 +278,10 @@ class Run:
             return
         model_dir = self.args.model_dir
         n_images = idx * self.conf['batch_size']
-        samples = os.path.join(model_dir, 'images', f'samples-{n_images:09d}.png')
+        samples = self._picture_path('samples', n_images)
         print(f'Done: {idx:,} iterations, {n_images:,} images.\n'
               f'  samples:      {samples} (attention maps beside them)\n'
-              f"  TensorBoard:  tensorboard --logdir {os.path.join(model_dir, 'log-dir')}\n"
+              f'  TensorBoard:  tensorboard --logdir {self.log_dir}\n'
               f'  more samples: python generate.py --model_dir {model_dir} --n 64 '
               f'--out samples.png')
 
@@ -345,10 +346,13 @@ class Run:
     def _save_pictures(self, n_images):
         import utils
         images, attention = self.gan.ema_generator(self.sample_noise, training=False)
-        out_dir = os.path.join(self.args.model_dir, 'images')
-        utils.save_image_grid(images, os.path.join(out_dir, f'samples-{n_images:09d}.png'))
+        utils.save_image_grid(images, self._picture_path('samples', n_images))
         utils.save_attention_maps(images[:4], [a[:4] for a in attention],
-                                  os.path.join(out_dir, f'attention-{n_images:09d}.png'))
+                                  self._picture_path('attention', n_images))
+
+    def _picture_path(self, kind, n_images):
+        """images/samples-<n_images>.png or images/attention-<n_images>.png."""
+        return os.path.join(self.args.model_dir, 'images', f'{kind}-{n_images:09d}.png')
 
 
 def make_strategy(name):

@@ -11,25 +11,13 @@ difference between their EMA samples is the warm-up's. The SWD of each run's raw
 it the EMA of a short run still holds 0.999^iters of its starting weights. The floor is
 the SWD between two disjoint sets of real images.
 """
-import argparse
-import os
-
-from bench_precision import ROOT, real_images, samples, train
+from bench_precision import real_images, run_parser, samples, train
 from common import record
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--iters', type=int, default=600,
-                        help='training iterations per run (default 600, the embedded default)')
+    parser = run_parser(__doc__, 'bench_ema')
     parser.add_argument('--seed', type=int, default=0, help='seed of both runs (default 0)')
-    parser.add_argument('--n_images', type=int, default=1000,
-                        help='samples and real images compared per run (default 1000)')
-    parser.add_argument('--work_dir', default=os.path.join(ROOT, '.cache', 'bench_ema'),
-                        help='where the runs are written (default .cache/bench_ema)')
-    parser.add_argument('--record', action='store_true',
-                        help='append the result line to bench/RESULTS.md')
     return parser.parse_args(argv)
 
 

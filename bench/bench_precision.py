@@ -25,20 +25,26 @@ from common import record
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
+def run_parser(doc, work_subdir):
+    """The options of the benches that train the embedded default and compare by SWD."""
+    parser = argparse.ArgumentParser(description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--iters', type=int, default=600,
                         help='training iterations per run (default 600, the embedded default)')
+    parser.add_argument('--n_images', type=int, default=1000,
+                        help='samples and real images compared per run (default 1000)')
+    parser.add_argument('--work_dir', default=os.path.join(ROOT, '.cache', work_subdir),
+                        help=f'where the runs are written (default .cache/{work_subdir})')
+    parser.add_argument('--record', action='store_true',
+                        help='append the results to bench/RESULTS.md')
+    return parser
+
+
+def parse_args(argv=None):
+    parser = run_parser(__doc__, 'bench_precision')
     parser.add_argument('--fp32_seeds', default='0,1',
                         help='seeds of the fp32 runs (default 0,1: their spread is the noise)')
     parser.add_argument('--bf16_seeds', default='0', help='seeds of the bf16 runs (default 0)')
-    parser.add_argument('--n_images', type=int, default=1000,
-                        help='samples and real images compared per run (default 1000)')
-    parser.add_argument('--work_dir', default=os.path.join(ROOT, '.cache', 'bench_precision'),
-                        help='where the runs are written (default .cache/bench_precision)')
-    parser.add_argument('--record', action='store_true',
-                        help='append the result lines to bench/RESULTS.md')
     args = parser.parse_args(argv)
     args.runs = ([('fp32', int(s)) for s in args.fp32_seeds.split(',') if s.strip()]
                  + [('bf16', int(s)) for s in args.bf16_seeds.split(',') if s.strip()])
