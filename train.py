@@ -73,6 +73,9 @@ def parse_args(argv=None):
                         help='tf.distribute strategy: one device (default), all local devices '
                              '(mirrored), several machines from TF_CONFIG (multiworker), or a '
                              'TPU; batch_size is the global batch, split over the replicas')
+    parser.add_argument('--tpu', default=None,
+                        help="with --strategy tpu: 'local' on a TPU VM, else the TPU's name or "
+                             'grpc:// address (default: $TPU_NAME, or found on Cloud TPU)')
     parser.add_argument('--precision', default='fp32', choices=['fp32', 'bf16', 'fp16'],
                         help='compute precision (Keras mixed precision; weights, EMA, logits, '
                              'losses and R1 stay float32; fp16 adds loss scaling)')
@@ -174,7 +177,7 @@ class Run:
         self.args, self.conf = args, conf
         if args.seed is not None:
             tf.keras.utils.set_random_seed(args.seed)
-        strategy = make_strategy(args.strategy)
+        strategy = make_strategy(args.strategy, args.tpu)
         self.is_chief = is_chief(strategy)
         dataset = utils.make_dataset(args.file_pattern, conf['img_size'], conf['batch_size'],
                                      antialias=conf['antialias'], seed=args.seed)
@@ -355,21 +358,55 @@ class Run:
         return os.path.join(self.args.model_dir, 'images', f'{kind}-{n_images:09d}.png')
 
 
-def make_strategy(name):
+def make_strategy(name, tpu=None):
+    """The tf.distribute strategy of --strategy; a setup that cannot work raises
+    TrainingError instead of a traceback from inside TensorFlow."""
     import tensorflow as tf
     if name == 'mirrored':
         return tf.distribute.MirroredStrategy()
     if name == 'multiworker':
-        if 'TF_CONFIG' not in os.environ:
-            raise TrainingError('--strategy multiworker needs the TF_CONFIG environment '
-                                'variable (see the README section "Several machines")')
+        check_tf_config(os.environ.get('TF_CONFIG'))
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == 'tpu':
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        return tpu_strategy(tpu)
+    return tf.distribute.get_strategy()
+
+
+def check_tf_config(text):
+    """Checks what MultiWorkerMirroredStrategy reads from TF_CONFIG: a cluster of job
+    names -> host:port lists, and this process's task as one of its entries."""
+    see = 'see the README section "Several machines"'
+    if not text:
+        raise TrainingError(f'--strategy multiworker needs the TF_CONFIG environment variable '
+                            f'({see})')
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise TrainingError(f'TF_CONFIG is not valid JSON ({e}); {see}') from None
+    cluster = spec.get('cluster') if isinstance(spec, dict) else None
+    task = spec.get('task') if isinstance(spec, dict) else None
+    if not isinstance(cluster, dict) or not cluster or not isinstance(task, dict):
+        raise TrainingError('TF_CONFIG needs "cluster" ({"worker": ["host:port", ...]}) and '
+                            f'"task" ({{"type": "worker", "index": i}}); {see}')
+    hosts = cluster.get(task.get('type'))
+    index = task.get('index')
+    if not isinstance(hosts, list) or not isinstance(index, int) or not 0 <= index < len(hosts):
+        raise TrainingError(f'TF_CONFIG task {json.dumps(task)} is not an entry of its cluster '
+                            f'{json.dumps(cluster)}: "type" must be one of its job names and '
+                            f'"index" a position in that job\'s list; {see}')
+
+
+def tpu_strategy(tpu):
+    import tensorflow as tf
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    return tf.distribute.get_strategy()
+    except (ValueError, RuntimeError, ImportError, tf.errors.OpError) as e:
+        raise TrainingError(
+            f'--strategy tpu found no TPU ({str(e).strip().splitlines()[0]}). On a TPU VM pass '
+            f'--tpu local; for a TPU node pass --tpu NAME or set TPU_NAME.') from None
+    return tf.distribute.TPUStrategy(resolver)
 
 
 def is_chief(strategy):

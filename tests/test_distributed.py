@@ -4,6 +4,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Logical devices must be configured before TensorFlow starts, hence a fresh process.
@@ -79,8 +81,6 @@ def _run_two_workers(args):
         assert p.returncode == 0, err[-3000:]
     return outputs
 
-
-import pytest  # noqa: E402
 
 
 @pytest.mark.slow

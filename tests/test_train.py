@@ -18,8 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ['--preset', 'tiny', '--set', 'batch_size=8', '--no_fid', '--no-jit']
 
 
-def run_train(*args, timeout=600):
-    env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'CUDA_VISIBLE_DEVICES': ''}
+def run_train(*args, timeout=600, **env_vars):
+    env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'CUDA_VISIBLE_DEVICES': '', **env_vars}
     return subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), *args],
                           capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
@@ -136,6 +136,39 @@ def test_bad_inputs_give_one_line_errors(tmp_path, shapes):
                            '--total_iter', '1')
         assert_clean_error(result, fragment)
     assert run_train('--total_iter', '0').returncode == 2
+
+
+@pytest.mark.parametrize('tf_config, fragment', [
+    (None, 'needs the TF_CONFIG'),
+    ('{"cluster": ', 'not valid JSON'),
+    ('[1, 2]', 'needs "cluster"'),
+    ('{"cluster": {"worker": ["h:1"]}}', 'needs "cluster"'),
+    ('{"cluster": {"worker": ["h:1", "h:2"]}, "task": {"type": "worker", "index": 2}}',
+     'is not an entry'),
+    ('{"cluster": {"worker": ["h:1"]}, "task": {"type": "chief", "index": 0}}',
+     'is not an entry'),
+])
+def test_unusable_tf_config_is_explained(tf_config, fragment):
+    import train
+    with pytest.raises(train.TrainingError, match=fragment):
+        train.check_tf_config(tf_config)
+
+
+def test_usable_tf_config_passes():
+    import train
+    train.check_tf_config('{"cluster": {"chief": ["h:0"], "worker": ["h:1", "h:2"]}, '
+                          '"task": {"type": "worker", "index": 1}}')
+
+
+def test_distribution_setups_that_cannot_work_give_one_line_errors(tmp_path, shapes):
+    common = ['--file_pattern', shapes, '--model_dir', str(tmp_path / 'm'), *SMALL,
+              '--total_iter', '1']
+    assert_clean_error(run_train(*common, '--strategy', 'tpu'), 'found no TPU', '--tpu local')
+    bad_task = json.dumps({'cluster': {'worker': ['127.0.0.1:1']},
+                           'task': {'type': 'worker', 'index': 3}})
+    assert_clean_error(run_train(*common, '--strategy', 'multiworker', TF_CONFIG=bad_task),
+                       'is not an entry')
+    assert not os.path.exists(tmp_path / 'm' / 'training-checkpoints')
 
 
 def test_corrupt_files_are_skipped_and_named(tmp_path, shapes):
