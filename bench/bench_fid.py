@@ -1,7 +1,7 @@
 """Cost of FID: feature extraction speed, one in-training evaluation done our way against
 the authors' way at equal N, and sqrtm against eigh for the Frechet distance.
 
-    python bench/bench_fid.py              # ~3 min on 2 idle CPU cores; appends to bench/RESULTS.md
+    python bench/bench_fid.py --record     # ~3 min on 2 idle CPU cores; appends to bench/RESULTS.md
     python bench/bench_fid.py --n 500 --preset celeba_64
 
 Offline and without weights files: Keras InceptionV3 with random weights (weights=None)
@@ -51,8 +51,8 @@ def parse_args():
                    help='samples per set for the sqrtm/eigh covariances (default 2500)')
     p.add_argument('--work_dir', help='where images and statistics go (default: a temp dir, '
                                       'removed afterwards)')
-    p.add_argument('--no_record', action='store_true', help='print only, do not append '
-                                                             'to bench/RESULTS.md')
+    p.add_argument('--record', action='store_true',
+                   help='append the result lines to bench/RESULTS.md')
     return p.parse_args()
 
 
@@ -218,9 +218,8 @@ def main():
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
-    if args.no_record:
-        print('\n'.join(lines))
-    else:
+    print('\n'.join(lines))
+    if args.record:
         record('bench_fid.py', lines)
 
 

@@ -1,6 +1,7 @@
 """Parameters and generator multiply-accumulates of every preset, counted from the models.
 
-    python bench/model_stats.py           # prints a table and appends it to bench/RESULTS.md
+    python bench/model_stats.py           # prints a table
+    python bench/model_stats.py --record  # ... and appends it to bench/RESULTS.md
 """
 import argparse
 
@@ -10,7 +11,9 @@ from common import record
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.parse_args()
+    parser.add_argument('--record', action='store_true',
+                        help='append the result lines to bench/RESULTS.md')
+    args = parser.parse_args()
     import config
     import model
     import utils
@@ -25,7 +28,9 @@ def main():
         lines.append(f'{preset}: G {g_train + g_fixed:,} params ({g_fixed:,} non-trainable), '
                      f'{macs / 1e9:.3f} GMAC/image; D {d_train:,} trainable + {d_fixed:,} '
                      f'BatchNorm statistics')
-    record('model_stats.py', lines)
+    print('\n'.join(lines))
+    if args.record:
+        record('model_stats.py', lines)
 
 
 if __name__ == '__main__':
