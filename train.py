@@ -375,7 +375,7 @@ def make_strategy(name, tpu=None):
 def check_tf_config(text):
     """Checks what MultiWorkerMirroredStrategy reads from TF_CONFIG: a cluster of job
     names -> host:port lists, and this process's task as one of its entries."""
-    see = 'see the README section "Several machines"'
+    see = 'see "Scaling up" in README.md for a two-worker example'
     if not text:
         raise TrainingError(f'--strategy multiworker needs the TF_CONFIG environment variable '
                             f'({see})')
@@ -404,9 +404,13 @@ def tpu_strategy(tpu):
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, ImportError, tf.errors.OpError) as e:
         raise TrainingError(
-            f'--strategy tpu found no TPU ({str(e).strip().splitlines()[0]}). On a TPU VM pass '
+            f'--strategy tpu found no TPU ({_first_line(e)}). On a TPU VM pass '
             f'--tpu local; for a TPU node pass --tpu NAME or set TPU_NAME.') from None
     return tf.distribute.TPUStrategy(resolver)
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def is_chief(strategy):

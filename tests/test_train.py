@@ -154,6 +154,18 @@ def test_unusable_tf_config_is_explained(tf_config, fragment):
         train.check_tf_config(tf_config)
 
 
+def test_tf_config_errors_point_to_a_readme_section_with_an_example():
+    import re
+    import train
+    with pytest.raises(train.TrainingError) as error:
+        train.check_tf_config('{')
+    section = re.search(r'see "([^"]+)" in README.md', str(error.value)).group(1)
+    with open(os.path.join(ROOT, 'README.md')) as f:
+        readme = f.read()
+    assert f'\n## {section}\n' in readme
+    assert 'TF_CONFIG=' in readme.split(f'\n## {section}\n')[1].split('\n## ')[0]
+
+
 def test_usable_tf_config_passes():
     import train
     train.check_tf_config('{"cluster": {"chief": ["h:0"], "worker": ["h:1", "h:2"]}, '
