@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 
+from bench_train import fixed_batch
 from common import record
 
 HERE = os.path.abspath(__file__)
@@ -83,20 +84,15 @@ def parse_args(argv=None):
 
 
 def make_gan_and_batch(preset, batch_size, jit_compile=True):
-    """A seeded LadaGAN and fixed (images, noise_d, noise_g)."""
+    """A seeded LadaGAN (the same weights in every process) and fixed (images, noise_d,
+    noise_g)."""
     import keras
-    import numpy as np
     import config
     import trainer
     conf = config.get_config(preset, batch_size=batch_size)
     keras.utils.set_random_seed(0)
     gan = trainer.LadaGAN(conf, jit_compile=jit_compile)
-    rng = np.random.default_rng(0)
-    size, noise_dim = conf['img_size'], conf['noise_dim']
-    images = rng.uniform(-1, 1, (batch_size, size, size, 3)).astype(np.float32)
-    noise_d = rng.standard_normal((batch_size, noise_dim)).astype(np.float32)
-    noise_g = rng.standard_normal((batch_size, noise_dim)).astype(np.float32)
-    return gan, conf, (images, noise_d, noise_g)
+    return gan, conf, fixed_batch(conf, seed=0)
 
 
 def interleaved_medians(calls, steps):

@@ -130,16 +130,22 @@ def timed_step(gan, images, noise_d, noise_g):
     return time.perf_counter() - start
 
 
+def fixed_batch(conf, seed):
+    """(images, noise_d, noise_g) of one global batch, the same for every variant."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    size, batch, noise_dim = conf['img_size'], conf['batch_size'], conf['noise_dim']
+    images = rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+    noise_d = rng.standard_normal((batch, noise_dim)).astype(np.float32)
+    noise_g = rng.standard_normal((batch, noise_dim)).astype(np.float32)
+    return images, noise_d, noise_g
+
+
 def bench_preset(preset, args):
     """{label: {'first', 'steps', 'median'}} of every variant, measured in lockstep."""
-    import numpy as np
     import config
     conf = config.get_config(preset, batch_size=args.batch_size)
-    rng = np.random.default_rng(args.seed)
-    size, batch = conf['img_size'], args.batch_size
-    images = rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
-    noise_d = rng.standard_normal((batch, conf['noise_dim'])).astype(np.float32)
-    noise_g = rng.standard_normal((batch, conf['noise_dim'])).astype(np.float32)
+    images, noise_d, noise_g = fixed_batch(conf, args.seed)
     gans, result = {}, {}
     for label, kwargs in variants(args):
         gans[label] = make_gan(conf, kwargs)

@@ -82,7 +82,6 @@ def _run_two_workers(args):
     return outputs
 
 
-
 @pytest.mark.slow
 def test_two_local_workers_train_save_once_and_resume(tmp_path):
     import glob
