@@ -14,7 +14,10 @@ from PIL import Image, ImageDraw
 # Data
 # ---------------------------------------------------------------------------------------
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
+# Image formats TensorFlow cannot decode: listed with a warning instead of ignored in silence.
+UNSUPPORTED_IMAGE_EXTENSIONS = ('.tif', '.tiff', '.heic', '.heif', '.avif', '.jp2', '.jxl',
+                                '.ppm', '.pgm', '.pbm', '.ico', '.psd', '.exr', '.dng')
 # Decoded float32 training images are cached in memory below this size (CIFAR-10 at 32 px:
 # 0.6 GiB); bigger sets (CelebA 64: 9.8 GiB) are decoded again every epoch.
 CACHE_LIMIT_BYTES = 2 * 1024 ** 3
@@ -35,41 +38,45 @@ def list_image_files(file_pattern):
     """Sorted image files (IMAGE_EXTENSIONS, any case) matching a glob or inside a directory.
 
     A directory is searched recursively; a glob may use '**'. Raises DataError when
-    nothing usable matches, naming the pattern.
+    nothing usable matches, naming the pattern; images in formats TensorFlow cannot decode
+    (TIFF, HEIC, ...) are left out with a DataWarning.
     """
     pattern = os.path.expanduser(os.fspath(file_pattern))
     if os.path.isdir(pattern):
         files = [os.path.join(root, name)
                  for root, _, names in os.walk(pattern, followlinks=True) for name in names]
-        images = sorted(f for f in files if _has_image_extension(f))
-        if not images:
-            raise DataError(f"Directory '{file_pattern}' holds no image files "
-                            f"({' '.join(IMAGE_EXTENSIONS)}): point to the folder with the images.")
-        return images
-    files = [f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f)]
-    if not files:
-        raise DataError(f"No file matches '{file_pattern}': check the path, or give a directory "
-                        f"or a glob such as 'data/*.png'.")
-    images = sorted(f for f in files if _has_image_extension(f))
+        where = f"Directory '{file_pattern}' holds"
+    else:
+        files = [f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f)]
+        if not files:
+            raise DataError(f"No file matches '{file_pattern}': check the path, or give a "
+                            f"directory or a glob such as 'data/*.png'.")
+        where = f"'{file_pattern}' matches {len(files)} files but"
+    images = sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
+    unsupported = sorted(f for f in files if f.lower().endswith(UNSUPPORTED_IMAGE_EXTENSIONS))
+    convert = 'convert them to PNG or JPEG to use them'
+    if not images and unsupported:
+        raise DataError(f"{where} only images in formats TensorFlow cannot decode "
+                        f"(e.g. {unsupported[0]}): {convert}.")
     if not images:
-        raise DataError(f"'{file_pattern}' matches {len(files)} files but no image file "
-                        f"({' '.join(IMAGE_EXTENSIONS)}): point it at the images.")
+        raise DataError(f"{where} no image files ({' '.join(IMAGE_EXTENSIONS)}): "
+                        f"point it at the images.")
+    if unsupported:
+        warnings.warn(f"Leaving out {len(unsupported)} images in formats TensorFlow cannot decode "
+                      f"(e.g. {unsupported[0]}); {convert}.", DataWarning, stacklevel=2)
     return images
-
-
-def _has_image_extension(path):
-    return path.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def check_images(files, max_workers=8):
     """Split files into (good_files, bad_files) by a fast header and trailer check.
 
     Per file only the first 2 KiB and the last 4 KiB are read (threads hide the I/O
-    latency; 100k files take seconds): the content must be JPEG, PNG, GIF or BMP (by
+    latency; 100k files take seconds): the content must be JPEG, PNG, GIF, BMP or WebP (by
     signature, whatever the extension), not truncated (JPEG end marker, PNG IEND chunk,
-    GIF trailer, BMP pixel-array size) and decodable by TensorFlow (BMP: uncompressed
-    24/32-bit, or 8-bit grayscale; 1/4/16-bit and colour-palette BMPs are not decoded
-    correctly by tf.io.decode_image). Damage in the middle of the compressed data is
+    GIF trailer, BMP pixel-array size, WebP RIFF size) and decodable by TensorFlow (BMP:
+    uncompressed 24/32-bit, or 8-bit grayscale; 1/4/16-bit and colour-palette BMPs are not
+    decoded correctly by tf.io.decode_image; WebP: not animated, as TensorFlow's animated
+    WebP decoder corrupts memory). Damage in the middle of the compressed data is
     not detected here; `make_dataset` skips such files when decoding fails.
 
     Policy: bad files are skipped with a DataWarning that gives their count and names
@@ -89,7 +96,7 @@ def check_images(files, max_workers=8):
                       f'{named}{more}.', DataWarning, stacklevel=2)
     if not good:
         raise DataError(f'None of the {len(files)} image files can be decoded (e.g. {bad[0][0]}: '
-                        f'{bad[0][1]}): check that the files are complete JPEG/PNG/GIF/BMP images.')
+                        f'{bad[0][1]}): check that the files are complete JPEG/PNG/GIF/BMP/WebP images.')
     return good, [f for f, _ in bad]
 
 
@@ -114,7 +121,9 @@ def _image_file_problem(path):
         return None if tail.rstrip(b'\0').endswith(b';') else 'truncated GIF (no trailer)'
     if head.startswith(b'BM'):
         return _bmp_problem(head, size)
-    return 'not a JPEG, PNG, GIF or BMP file'
+    if head[:4] == b'RIFF' and head[8:12] == b'WEBP':
+        return _webp_problem(head, size)
+    return 'not a JPEG, PNG, GIF, BMP or WebP file'
 
 
 def _bmp_problem(head, size):
@@ -138,11 +147,23 @@ def _bmp_problem(head, size):
     return None
 
 
+def _webp_problem(head, size):
+    """Truncation (the RIFF header gives the file size) or animation, else None."""
+    if len(head) < 21:
+        return 'truncated WebP header'
+    if size < struct.unpack_from('<I', head, 4)[0] + 8:
+        return 'truncated WebP (shorter than its RIFF size)'
+    if head[12:16] == b'VP8X' and head[20] & 0x02:
+        return 'animated WebP is not supported (TensorFlow cannot decode it safely)'
+    return None
+
+
 def decode_image(path_or_bytes, img_size, antialias=False):
     """One image file -> float32 (img_size, img_size, 3) in [-1, 1], as the authors do.
 
     path_or_bytes: a path (str, os.PathLike or string tensor) or the encoded file (bytes).
-    JPEG, PNG (8/16-bit, palette), BMP and GIF (first frame); gray -> RGB, alpha dropped.
+    JPEG, PNG (8/16-bit, palette), BMP, GIF (first frame) and still WebP; gray -> RGB,
+    alpha dropped.
     Bilinear resize to a square (aspect ratio not kept; no crop, no flip), skipped at
     the right size, then x / 127.5 - 1.
     """

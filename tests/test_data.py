@@ -154,6 +154,23 @@ def test_animated_gif_gives_its_first_frame(tmp_path):
     np.testing.assert_array_equal(_decode(path, 6), _scaled(expected))
 
 
+def test_lossless_webp_is_pixel_exact(tmp_path):
+    rgb = _random_rgb(9, 9, seed=21)
+    np.testing.assert_array_equal(_decode(_save(rgb, tmp_path / 'x.webp', lossless=True), 9), _scaled(rgb))
+
+
+def test_rgba_webp_drops_alpha_without_compositing(tmp_path):
+    rgba = _random_rgb(6, 6, seed=22)
+    rgba = np.concatenate([rgba, np.zeros((6, 6, 1), np.uint8)], axis=-1)  # fully transparent
+    path = _save(rgba, tmp_path / 'a.webp', lossless=True, exact=True)
+    np.testing.assert_array_equal(_decode(path, 6), _scaled(rgba[..., :3]))
+
+
+def test_lossy_webp_matches_libwebp_decoding(tmp_path):
+    path = _save(_random_rgb(16, 16, seed=23), tmp_path / 'x.webp', quality=80)
+    np.testing.assert_array_equal(_decode(path, 16), _scaled(np.array(Image.open(path).convert('RGB'))))
+
+
 def test_jpeg_solid_colour_is_close(tmp_path):
     path = _save(np.full((16, 16, 3), (200, 40, 90), np.uint8), tmp_path / 'c.jpg', quality=100)
     image = _decode(path, 16)
@@ -209,10 +226,11 @@ def test_mixed_formats_and_sizes_make_one_dataset(tmp_path):
     _save(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), d / 'd.bmp')
     _save(Image.fromarray(rng.integers(0, 256, (7, 3, 3), dtype=np.uint8)).convert('P'), d / 'e.gif')
     _save(Image.fromarray(rng.integers(0, 65536, (4, 9)).astype(np.uint16)), d / 'f.png')
-    ds = utils.make_dataset(str(d), 16, 6, repeat=False)
-    assert ds.n_files == 6
+    _save(rng.integers(0, 256, (12, 8, 4), dtype=np.uint8), d / 'g.webp')
+    ds = utils.make_dataset(str(d), 16, 7, repeat=False)
+    assert ds.n_files == 7
     batches = [b.numpy() for b in ds]
-    assert len(batches) == 1 and batches[0].shape == (6, 16, 16, 3) and batches[0].dtype == np.float32
+    assert len(batches) == 1 and batches[0].shape == (7, 16, 16, 3) and batches[0].dtype == np.float32
     assert batches[0].min() >= -1 and batches[0].max() <= 1
 
 
@@ -222,13 +240,29 @@ def test_mixed_formats_and_sizes_make_one_dataset(tmp_path):
 
 def test_list_image_files_recursive_sorted_any_case(tmp_path):
     (tmp_path / 'sub' / 'deeper').mkdir(parents=True)
-    for name in ('b.JPG', 'a.png', 'sub/c.Jpeg', 'sub/deeper/d.bmp', 'sub/e.GIF', 'notes.txt', 'f.webp'):
+    for name in ('b.JPG', 'a.png', 'sub/c.Jpeg', 'sub/deeper/d.bmp', 'sub/e.GIF', 'notes.txt', 'f.WebP'):
         (tmp_path / name).write_bytes(b'x')
-    expected = sorted(str(tmp_path / n) for n in ('b.JPG', 'a.png', 'sub/c.Jpeg', 'sub/deeper/d.bmp', 'sub/e.GIF'))
+    expected = sorted(str(tmp_path / n) for n in ('b.JPG', 'a.png', 'sub/c.Jpeg', 'sub/deeper/d.bmp', 'sub/e.GIF', 'f.WebP'))
     assert utils.list_image_files(str(tmp_path)) == expected
     assert utils.list_image_files(tmp_path) == expected  # os.PathLike
     assert utils.list_image_files(str(tmp_path / '**' / '*')) == expected
     assert utils.list_image_files(str(tmp_path / '*.png')) == [str(tmp_path / 'a.png')]
+
+
+def test_images_tensorflow_cannot_decode_are_left_out_with_a_warning(tmp_path):
+    _solid_pngs(tmp_path, 2)
+    for name in ('scan.tif', 'photo.HEIC', 'notes.txt'):
+        (tmp_path / name).write_bytes(b'x')
+    with pytest.warns(utils.DataWarning, match=r'Leaving out 2 images .*photo\.HEIC.*convert them'):
+        files = utils.list_image_files(str(tmp_path))
+    assert [os.path.basename(f) for f in files] == ['000.png', '001.png']
+
+
+def test_only_images_tensorflow_cannot_decode_raises_saying_to_convert(tmp_path):
+    (tmp_path / 'scan.tiff').write_bytes(b'x')
+    for pattern in (str(tmp_path), str(tmp_path / '*')):
+        with pytest.raises(utils.DataError, match=r'only images in formats .*scan\.tiff.*convert'):
+            utils.list_image_files(pattern)
 
 
 def test_glob_matching_nothing_raises_with_the_pattern(tmp_path):
@@ -310,6 +344,33 @@ def test_check_images_finds_every_kind_of_bad_file(tmp_path):
         found_good, found_bad = utils.check_images(good + bad)
     assert found_good == good
     assert sorted(found_bad) == bad
+
+
+def _webp_bytes(tmp_path, frames=1):
+    images = [Image.fromarray(_random_rgb(8, 8, seed=24 + i)) for i in range(frames)]
+    path = tmp_path / f'{frames}_frames.webp'
+    images[0].save(path, save_all=frames > 1, append_images=images[1:], duration=100)
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def test_check_images_flags_truncated_and_animated_webp(tmp_path):
+    # Decoding an animated WebP corrupts TensorFlow's memory (the process dies), so the
+    # check must stop it before make_dataset decodes it.
+    still = _webp_bytes(tmp_path)
+    files = {'still.webp': still, 'truncated.webp': still[:len(still) - 10],
+             'header.webp': still[:16], 'animated.webp': _webp_bytes(tmp_path, frames=2)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    assert utils._image_file_problem(str(tmp_path / 'still.webp')) is None
+    assert 'truncated' in utils._image_file_problem(str(tmp_path / 'truncated.webp'))
+    assert 'truncated' in utils._image_file_problem(str(tmp_path / 'header.webp'))
+    assert 'animated WebP' in utils._image_file_problem(str(tmp_path / 'animated.webp'))
+    _solid_pngs(tmp_path, 2)
+    with pytest.warns(utils.DataWarning, match=r'Skipping 3 of 6.*animated\.webp'):
+        ds = utils.make_dataset(str(tmp_path), 8, 3, repeat=False)
+    assert ds.n_files == 3 and len(next(iter(ds))) == 3
 
 
 def test_check_images_accepts_good_files_silently(tmp_path):
