@@ -347,11 +347,18 @@ class Run:
         return self.fid_monitor(self.gan.ema_generator)
 
     def _save_pictures(self, n_images):
+        """PNGs in images/, shown in TensorBoard's image tab too."""
+        import tensorflow as tf
         import utils
         images, attention = self.gan.ema_generator(self.sample_noise, training=False)
-        utils.save_image_grid(images, self._picture_path('samples', n_images))
-        utils.save_attention_maps(images[:4], [a[:4] for a in attention],
-                                  self._picture_path('attention', n_images))
+        paths = {kind: self._picture_path(kind, n_images) for kind in ('samples', 'attention')}
+        utils.save_image_grid(images, paths['samples'])
+        utils.save_attention_maps(images[:4], [a[:4] for a in attention], paths['attention'])
+        with self.writer.as_default():
+            for kind, path in paths.items():
+                png = tf.io.decode_png(tf.io.read_file(path))
+                tf.summary.image(kind, png[None], step=n_images)
+        self.writer.flush()
 
     def _picture_path(self, kind, n_images):
         """images/samples-<n_images>.png or images/attention-<n_images>.png."""

@@ -44,6 +44,22 @@ def checkpoints(model_dir, subdir='training-checkpoints'):
                   for p in glob.glob(os.path.join(model_dir, subdir, 'ckpt-*.index')))
 
 
+def tensorboard_tags(model_dir):
+    """{(tag, step)} of every summary in the run's TensorBoard event files; the images
+    are checked to be PNGs of a non-empty picture."""
+    import tensorflow as tf
+    found = set()
+    for path in glob.glob(f'{model_dir}/log-dir/events.out.tfevents.*'):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                found.add((value.tag, event.step))
+                if value.metadata.plugin_data.plugin_name == 'images':
+                    width, height, png = tf.make_ndarray(value.tensor)[:3]
+                    assert int(width) > 100 and int(height) > 100
+                    assert png.startswith(b'\x89PNG')
+    return found
+
+
 def test_help_lists_the_authors_flags():
     result = run_train('--help')
     assert result.returncode == 0
@@ -64,7 +80,9 @@ def test_trains_writes_everything_and_resumes(shapes, tmp_path):
         grid = np.asarray(Image.open(f'{model_dir}/images/samples-{n:09d}.png'))
         assert grid.shape == (160, 160, 3) and grid.std() > 0
         assert os.path.getsize(f'{model_dir}/images/attention-{n:09d}.png') > 10_000
-    assert glob.glob(f'{model_dir}/log-dir/events.out.tfevents.*')
+    logged_tb = tensorboard_tags(model_dir)
+    assert {('samples', 16), ('samples', 32), ('attention', 16), ('attention', 32)} <= logged_tb
+    assert {('d_loss', 8), ('g_loss', 32), ('images_per_sec', 32)} <= logged_tb
     logged = [json.loads(line) for line in open(f'{model_dir}/metrics.jsonl')]
     assert [entry['iter'] for entry in logged] == [1, 2, 3, 4]
     assert {'d_loss', 'g_loss', 'gp', 'cr', 'real_acc', 'fake_acc', 'images_per_sec'} <= set(
