@@ -70,6 +70,23 @@ _FFHQ_128 = {
     'policy': 'color,translation,cutout',
 }
 
+_TINY = {
+    'img_size': 32,
+    'batch_size': 32,
+    'noise_dim': 64,
+    'g_dim': [128, 64, 32],
+    'g_heads': [2, 2, 2],
+    'g_mlp': [128, 128, 128],
+    'd_enc_dim': [32, 64],
+    'd_out_dim': [64, 128],
+    'd_heads': 2,
+    'd_mlp': 128,
+    'n_fid_real': 500,   # keeps each in-loop FID to about a minute on a CPU
+    'n_fid_gen': 500,
+    # Short runs: with 0.999 and no warm-up the EMA of a 600-step run is still 55% init.
+    'ema_warmup': True,
+}
+
 PRESETS = {
     'cifar10': {'img_size': 32, 'd_enc_dim': [128, 256]},
     'celeba_64': {},
@@ -77,22 +94,11 @@ PRESETS = {
     # The authors' Bedroom config is not public; its size on the Hub matches the FFHQ config.
     'bedroom_128': dict(_FFHQ_128),
     # Small 32x32 model that trains at a useful speed on a laptop CPU.
-    'tiny': {
-        'img_size': 32,
-        'batch_size': 32,
-        'noise_dim': 64,
-        'g_dim': [128, 64, 32],
-        'g_heads': [2, 2, 2],
-        'g_mlp': [128, 128, 128],
-        'd_enc_dim': [32, 64],
-        'd_out_dim': [64, 128],
-        'd_heads': 2,
-        'd_mlp': 128,
-        'n_fid_real': 500,   # keeps each in-loop FID to about a minute on a CPU
-        'n_fid_gen': 500,
-        # Short runs: with 0.999 and no warm-up the EMA of a 600-step run is still 55% init.
-        'ema_warmup': True,
-    },
+    'tiny': _TINY,
+    # The embedded default (`python train.py` without data): the tiny model for 600
+    # iterations on 4,000 generated shapes. DiffAugment off (so short a run cannot overfit;
+    # augmenting only slows learning) and a higher learning rate (bench/bench_recipe.py).
+    'demo': {**_TINY, 'policy': '', 'g_lr': 5e-4, 'd_lr': 5e-4},
 }
 
 SUPPORTED_SIZES = (32, 64, 128, 256)

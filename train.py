@@ -1,6 +1,6 @@
 """Train LadaGAN.
 
-    python train.py                                   # tiny preset on a generated shapes dataset
+    python train.py                                   # demo preset on a generated shapes dataset
     python train.py --file_pattern='data/*.png' --eval_dir='data/*.png' --preset=cifar10
     python train.py --file_pattern=... --set batch_size=64 --set policy=color
 
@@ -32,14 +32,14 @@ def parse_args(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--file_pattern', default=None,
                         help='glob (or directory) of training images; default: a generated '
-                             'dataset of 32x32 shapes, trained with --preset tiny')
+                             'dataset of 32x32 shapes, trained with --preset demo')
     parser.add_argument('--eval_dir', default=None,
                         help='glob of real images for FID (default: --file_pattern)')
     parser.add_argument('--model_dir', default='model_1',
                         help='run directory: checkpoints, logs, images (default: model_1)')
     parser.add_argument('--preset', default=None,
                         help='named config of config.py: ' + ', '.join(_preset_names()) +
-                             ' (default: config.py defaults, or tiny for the generated data)')
+                             ' (default: config.py defaults, or demo for the generated data)')
     parser.add_argument('--set', dest='overrides', action='append', default=[],
                         metavar='KEY=VALUE',
                         help='override one config value, e.g. --set batch_size=64 '
@@ -118,10 +118,10 @@ def resolve_run(args):
     import utils
     embedded = args.file_pattern is None
     if embedded:
-        print(f'No --file_pattern: training the tiny preset on generated shapes '
+        args.preset = args.preset or 'demo'
+        print(f'No --file_pattern: training the {args.preset} preset on generated shapes '
               f'({DEFAULT_DATA_DIR}).')
         args.file_pattern = utils.make_shapes_dataset(DEFAULT_DATA_DIR)
-        args.preset = args.preset or 'tiny'
     args.eval_dir = args.eval_dir or args.file_pattern
     defaults = (600, 50, 300) if embedded else (1_000_000, 500, 5000)
     for name, value in zip(('total_iter', 'metrics_inter', 'fid_inter'), defaults):

@@ -251,3 +251,22 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(shapes, tmp_path):
     assert f'at {last} images' in resumed.stdout
     assert checkpoints(model_dir)[-1] == last + 16
     utils.load_generator(model_dir)  # every kept file is readable
+
+
+def test_without_data_the_demo_preset_trains_on_generated_shapes(monkeypatch, tmp_path):
+    import config
+    import train
+    made = []
+    monkeypatch.setattr(utils, 'make_shapes_dataset',
+                        lambda out: made.append(out) or str(tmp_path / '*.png'))
+    args = train.parse_args([])
+    assert train.resolve_run(args) == config.PRESETS['demo']
+    assert made == [train.DEFAULT_DATA_DIR] and args.eval_dir == args.file_pattern
+    assert (args.total_iter, args.metrics_inter, args.fid_inter) == (600, 50, 300)
+    # The demo preset is the tiny model, without DiffAugment and with higher learning rates.
+    demo, tiny = config.get_config('demo'), config.get_config('tiny')
+    assert tiny['policy'] == 'color,translation' and tiny['g_lr'] == tiny['d_lr'] == 2e-4
+    assert demo['policy'] == '' and demo['g_lr'] == demo['d_lr'] == 5e-4
+    recipe = ('policy', 'g_lr', 'd_lr')
+    assert {k: v for k, v in demo.items() if k not in recipe} == {
+        k: v for k, v in tiny.items() if k not in recipe}

@@ -152,3 +152,23 @@ def test_conv_decoder_step_with_bcr_compiles_with_xla():
         metrics['d_loss'] + metrics['gp'] + metrics['cr'], rel=1e-5)
     bn = [w for w in gan.ema_generator.weights if 'moving_mean' in w.name]
     assert bn and float(np.abs(bn[0].numpy()).max()) > 0  # decoder BN statistics reach the EMA
+
+
+def test_diffaugment_without_bcr_changes_the_d_and_g_losses():
+    """Without bCR the step augments reals (R1 on them) and fakes: from the same weights
+    and noise, augment=True must give other losses than augment=False, which repeats."""
+    import config
+    import keras
+    conf = config.get_config('tiny', batch_size=4, policy='color,translation')
+    rng = np.random.default_rng(6)
+    images = rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+    z_d, z_g = (rng.standard_normal((4, conf['noise_dim'])).astype(np.float32) for _ in range(2))
+    runs = []
+    for augment in (False, False, True):
+        keras.utils.set_random_seed(0)
+        gan = trainer.LadaGAN(conf, jit_compile=False)
+        runs.append(gan.train_step(images, z_d, z_g, augment=augment))
+    plain, repeated, augmented = runs
+    for name in ('d_loss', 'gp', 'g_loss'):
+        assert repeated[name] == pytest.approx(plain[name], rel=1e-5)
+        assert augmented[name] != pytest.approx(plain[name], rel=1e-3)
