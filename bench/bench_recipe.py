@@ -30,8 +30,10 @@ def parse_args(argv=None):
 
 
 def run_name(variant, seed):
+    """A directory name from the variant's flags: '--set policy=' -> 'policy=-seed0'."""
     flags = '_'.join(shlex.split(variant)).replace('--set_', '').replace('--', '')
-    return f"{''.join(c if c.isalnum() or c in '=._-' else '-' for c in flags) or 'default'}-seed{seed}"
+    safe = ''.join(c if c.isalnum() or c in '=._-' else '-' for c in flags)
+    return f"{safe or 'default'}-seed{seed}"
 
 
 def main(argv=None):
@@ -47,13 +49,13 @@ def main(argv=None):
             ema = fid.swd(real, samples(model_dir, args.n_images, ema=True))['swd']
             raw = fid.swd(real, samples(model_dir, args.n_images, ema=False))['swd']
             finite, speed = run_summary(model_dir)
-            cells.append(f"[{variant or 'embedded default'}] seed {seed}: EMA SWD {ema:.1f}, raw G "
-                         f"{raw:.1f}, {speed:.0f} img/s"
+            cells.append(f"[{variant or 'embedded default'}] seed {seed}: EMA SWD {ema:.1f}, "
+                         f"raw G {raw:.1f}, {speed:.0f} img/s"
                          + ('' if finite else ', losses NOT FINITE'))
             print(cells[-1], f'(samples in {model_dir}/images)', flush=True)
     line = (f'embedded default (demo preset, generated shapes), {args.iters} iterations unless '
-            f'the variant says, SWD x1e3 of {args.n_images} samples vs {args.n_images} real images (floor: '
-            f'real vs other real {floor:.1f}): ' + '; '.join(cells))
+            f'the variant says, SWD x1e3 of {args.n_images} samples vs {args.n_images} real '
+            f'images (floor: real vs other real {floor:.1f}): ' + '; '.join(cells))
     print(line)
     if args.record:
         record('bench_recipe.py', [line])
