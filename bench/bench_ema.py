@@ -12,7 +12,7 @@ difference between their EMA samples is the warm-up's. The SWD of each run's raw
 it the EMA of a short run still holds 0.999^iters of its starting weights. The floor is
 the SWD between two disjoint sets of real images.
 """
-from bench_precision import real_images, run_parser, samples, train
+from bench_precision import ema_and_raw_swd, real_images, run_parser, train
 from common import record
 
 
@@ -32,8 +32,7 @@ def main(argv=None):
         name = f"{'warmup' if warmup else 'no-warmup'}-seed{args.seed}"
         model_dir = train(name, ['--preset', 'tiny', '--seed', str(args.seed),
                                  '--set', f'ema_warmup={str(warmup).lower()}'], args)
-        ema = fid.swd(real, samples(model_dir, args.n_images, ema=True))['swd']
-        raw = fid.swd(real, samples(model_dir, args.n_images, ema=False))['swd']
+        ema, raw = ema_and_raw_swd(real, model_dir, args.n_images)
         cells.append(f"ema_warmup={str(warmup).lower()}: EMA G SWD {ema:.1f}, raw G {raw:.1f}")
         print(cells[-1], flush=True)
     line = (f'tiny preset on the generated shapes, {args.iters} iterations, batch 32, seed '

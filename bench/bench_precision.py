@@ -83,6 +83,12 @@ def samples(model_dir, n, ema=True):
     return utils.to_uint8(np.concatenate(images))
 
 
+def ema_and_raw_swd(real, model_dir, n):
+    """SWD x1e3 to the real images of n samples of the run's EMA generator and of its raw G."""
+    import fid
+    return tuple(fid.swd(real, samples(model_dir, n, ema=ema))['swd'] for ema in (True, False))
+
+
 def real_images(n):
     import numpy as np
     from PIL import Image

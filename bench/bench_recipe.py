@@ -15,7 +15,7 @@ effect from noise.
 """
 import shlex
 
-from bench_precision import real_images, run_parser, run_summary, samples, train
+from bench_precision import ema_and_raw_swd, real_images, run_parser, run_summary, train
 from common import record
 
 
@@ -46,8 +46,7 @@ def main(argv=None):
         for seed in args.seeds:
             model_dir = train(run_name(variant, seed),
                               ['--seed', str(seed), *shlex.split(variant)], args)
-            ema = fid.swd(real, samples(model_dir, args.n_images, ema=True))['swd']
-            raw = fid.swd(real, samples(model_dir, args.n_images, ema=False))['swd']
+            ema, raw = ema_and_raw_swd(real, model_dir, args.n_images)
             finite, speed = run_summary(model_dir)
             cells.append(f"[{variant or 'embedded default'}] seed {seed}: EMA SWD {ema:.1f}, "
                          f"raw G {raw:.1f}, {speed:.0f} img/s"
