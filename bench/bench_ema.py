@@ -1,6 +1,6 @@
 """What the EMA warm-up (config `ema_warmup`) changes in a short run: the tiny preset trained
 on the generated shapes like the embedded default (600 iterations), twice with the same seed,
-without and with the warm-up, measured with the sliced Wasserstein distance (fid.swd, works
+without and with the warm-up, measured with the sliced Wasserstein distance (metrics.swd, works
 offline).
 
     python bench/bench_ema.py                 # 600 iterations, as `python train.py`
@@ -24,9 +24,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    import fid
+    import metrics
     real, other_real = real_images(args.n_images)
-    floor = fid.swd(real, other_real)['swd']
+    floor = metrics.swd(real, other_real)['swd']
     cells = []
     for warmup in (False, True):
         name = f"{'warmup' if warmup else 'no-warmup'}-seed{args.seed}"

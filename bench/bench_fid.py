@@ -34,6 +34,8 @@ import numpy as np
 
 from common import record
 
+import metrics  # noqa: E402  (common puts the project on sys.path)
+
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__,
@@ -81,21 +83,21 @@ def power_law_features(rng, n, d, scale=1.0):
     return np.maximum((rng.normal(size=(n, d)) * np.sqrt(spectrum)) @ basis + shift, 0) * scale
 
 
-def bench_sqrtm_eigh(fid, d, n, seed=0):
+def bench_sqrtm_eigh(d, n, seed=0):
     rng = np.random.default_rng(seed)
-    real = fid.feature_stats(power_law_features(rng, n, d))
-    fake = fid.feature_stats(power_law_features(rng, n, d, scale=1.05))
+    real = metrics.feature_stats(power_law_features(rng, n, d))
+    fake = metrics.feature_stats(power_law_features(rng, n, d, scale=1.05))
     t = time.perf_counter()
-    ref = fid.frechet_distance(*real, *fake, method='sqrtm')
+    ref = metrics.frechet_distance(*real, *fake, method='sqrtm')
     t_sqrtm = time.perf_counter() - t
     t = time.perf_counter()
-    full = fid.frechet_distance(*real, *fake, method='eigh')
+    full = metrics.frechet_distance(*real, *fake, method='eigh')
     t_eigh = time.perf_counter() - t
     t = time.perf_counter()
-    root = fid.sqrt_psd(real[1])
+    root = metrics.sqrt_psd(real[1])
     t_root = time.perf_counter() - t
     t = time.perf_counter()
-    cached = fid.frechet_distance(*real, *fake, method='eigh', sqrt_sigma1=root)
+    cached = metrics.frechet_distance(*real, *fake, method='eigh', sqrt_sigma1=root)
     t_cached = time.perf_counter() - t
     rel = max(abs(full - ref), abs(cached - ref)) / abs(ref)
     return (f'Frechet distance, {d}-d covariances of {n} synthetic features: sqrtm '
@@ -123,8 +125,8 @@ def authors_way(fid, sampler, extractor, real_files, n, img_size, batch_size, pn
         real = fid.compute_features(fid.read_images(real_files, img_size, batch_size),
                                     extractor, n=n)['features']
     with timer('sqrtm FID'):
-        return fid.frechet_distance(*fid.feature_stats(real), *fid.feature_stats(fake),
-                                    method='sqrtm')
+        return metrics.frechet_distance(*metrics.feature_stats(real),
+                                        *metrics.feature_stats(fake), method='sqrtm')
 
 
 def main():
@@ -177,7 +179,7 @@ def main():
         t_ours = time.perf_counter() - t
 
         t = time.perf_counter()
-        fid.frechet_distance(monitor.real['mu'], monitor.real['sigma'], monitor.real['mu'],
+        metrics.frechet_distance(monitor.real['mu'], monitor.real['sigma'], monitor.real['mu'],
                              monitor.real['sigma'], method='eigh',
                              sqrt_sigma1=monitor.sqrt_sigma_real)
         t_fid_ours = time.perf_counter() - t
@@ -210,7 +212,7 @@ def main():
             f'({theirs_2500 / ours_2500:.1f}x)')
         print(lines[-1], flush=True)
 
-        lines.append(bench_sqrtm_eigh(fid, args.dim, args.n_cov))
+        lines.append(bench_sqrtm_eigh(args.dim, args.n_cov))
         print(lines[-1], flush=True)
         load = os.getloadavg()[0]
         lines.append(f'load average at the end {load:.1f} on {os.cpu_count()} cores '

@@ -1,6 +1,6 @@
 """Quality and speed of bf16 against fp32 training of the tiny preset on the generated
 shapes (600 iterations, as the embedded default), measured with the sliced Wasserstein
-distance (fid.swd), which needs no Inception weights, so it runs offline.
+distance (metrics.swd), which needs no Inception weights, so it runs offline.
 
     python bench/bench_precision.py                 # 600 iterations: fp32 seeds 0 and 1, bf16 seed 0
     python bench/bench_precision.py --iters 300 --record
@@ -85,8 +85,8 @@ def samples(model_dir, n, ema=True):
 
 def ema_and_raw_swd(real, model_dir, n):
     """SWD x1e3 to the real images of n samples of the run's EMA generator and of its raw G."""
-    import fid
-    return tuple(fid.swd(real, samples(model_dir, n, ema=ema))['swd'] for ema in (True, False))
+    import metrics
+    return tuple(metrics.swd(real, samples(model_dir, n, ema=ema))['swd'] for ema in (True, False))
 
 
 def real_images(n):
@@ -102,17 +102,17 @@ def real_images(n):
 def main(argv=None):
     args = parse_args(argv)
     sys.path.insert(0, ROOT)
-    import fid
+    import metrics
     model_dirs = {(precision, seed): train(f'{precision}-seed{seed}',
                                            ['--preset', 'tiny', '--precision', precision,
                                             '--seed', str(seed)], args)
                   for precision, seed in args.runs}
     real, other_real = real_images(args.n_images)
-    floor = fid.swd(real, other_real)['swd']
+    floor = metrics.swd(real, other_real)['swd']
     cells = []
     for (precision, seed), model_dir in model_dirs.items():
         finite, speed = run_summary(model_dir)
-        value = fid.swd(real, samples(model_dir, args.n_images))['swd']
+        value = metrics.swd(real, samples(model_dir, args.n_images))['swd']
         cells.append(f'{precision} seed {seed}: SWD {value:.1f}, {speed:.1f} img/s, '
                      f"losses {'finite' if finite else 'NOT FINITE'}")
         print(cells[-1], flush=True)

@@ -1,6 +1,6 @@
 """Training recipes for the embedded default (`python train.py`: demo preset, generated
 shapes) compared by the sliced Wasserstein distance of their samples to the real shapes
-(fid.swd, works offline).
+(metrics.swd, works offline).
 
     python bench/bench_recipe.py                                  # the embedded default
     python bench/bench_recipe.py --variants '--preset tiny' '' --seeds 0,1   # DiffAugment on/off
@@ -38,9 +38,9 @@ def run_name(variant, seed):
 
 def main(argv=None):
     args = parse_args(argv)
-    import fid
+    import metrics
     real, other_real = real_images(args.n_images)
-    floor = fid.swd(real, other_real)['swd']
+    floor = metrics.swd(real, other_real)['swd']
     cells = []
     for variant in args.variants:
         for seed in args.seeds:

@@ -18,6 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import fid  # noqa: E402
+import metrics  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # FID
@@ -29,7 +30,7 @@ def test_fid_matches_closed_form_for_diagonal_gaussians():
     mu1, mu2 = rng.normal(size=16), rng.normal(size=16)
     s1, s2 = rng.uniform(0.1, 3, 16), rng.uniform(0.1, 3, 16)
     expected = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
-    got = fid.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2))
+    got = metrics.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2))
     assert got == pytest.approx(expected, rel=1e-9)
 
 
@@ -47,8 +48,8 @@ def test_fid_matches_numpy_on_random_features_and_is_symmetric():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(400, 32))
     y = rng.normal(size=(300, 32)) @ rng.normal(size=(32, 32)) * 0.5 + 0.3
-    d_xy = fid.frechet_distance(*fid.feature_stats(x), *fid.feature_stats(y))
-    d_yx = fid.frechet_distance(*fid.feature_stats(y), *fid.feature_stats(x))
+    d_xy = metrics.frechet_distance(*metrics.feature_stats(x), *metrics.feature_stats(y))
+    d_yx = metrics.frechet_distance(*metrics.feature_stats(y), *metrics.feature_stats(x))
     assert d_xy == pytest.approx(_fid_by_eigh(x, y), rel=1e-6)
     assert d_xy == pytest.approx(d_yx, rel=1e-6)
     assert d_xy > 1
@@ -56,13 +57,13 @@ def test_fid_matches_numpy_on_random_features_and_is_symmetric():
 
 def test_fid_of_identical_sets_is_zero():
     x = np.random.default_rng(2).normal(size=(200, 64))
-    mu, sigma = fid.feature_stats(x)
-    assert abs(fid.frechet_distance(mu, sigma, mu, sigma)) < 1e-6
+    mu, sigma = metrics.feature_stats(x)
+    assert abs(metrics.frechet_distance(mu, sigma, mu, sigma)) < 1e-6
 
 
 def test_feature_stats_are_float64_mean_and_covariance():
     x = np.random.default_rng(3).normal(size=(50, 4)).astype(np.float32)
-    mu, sigma = fid.feature_stats(x)
+    mu, sigma = metrics.feature_stats(x)
     assert mu.dtype == sigma.dtype == np.float64
     np.testing.assert_allclose(mu, x.astype(np.float64).mean(0), rtol=1e-12)
     centred = x.astype(np.float64) - mu
@@ -71,17 +72,17 @@ def test_feature_stats_are_float64_mean_and_covariance():
 
 def test_fid_adds_eps_when_sqrtm_is_not_finite(monkeypatch):
     calls = []
-    real_sqrtm = fid.linalg.sqrtm
+    real_sqrtm = metrics.linalg.sqrtm
 
     def flaky_sqrtm(a):
         calls.append(a)
         return np.full_like(a, np.nan) if len(calls) == 1 else real_sqrtm(a)
 
-    monkeypatch.setattr(fid.linalg, 'sqrtm', flaky_sqrtm)
+    monkeypatch.setattr(metrics.linalg, 'sqrtm', flaky_sqrtm)
     s1, s2 = np.array([1.0, 2.0]), np.array([3.0, 0.5])
     eps = 1e-2
     with pytest.warns(RuntimeWarning, match='not finite'):
-        got = fid.frechet_distance(np.zeros(2), np.diag(s1), np.zeros(2), np.diag(s2), eps=eps)
+        got = metrics.frechet_distance(np.zeros(2), np.diag(s1), np.zeros(2), np.diag(s2), eps=eps)
     expected = np.sum(s1 + s2 - 2 * np.sqrt((s1 + eps) * (s2 + eps)))
     assert len(calls) == 2 and got == pytest.approx(expected, rel=1e-9)
 
@@ -89,7 +90,7 @@ def test_fid_adds_eps_when_sqrtm_is_not_finite(monkeypatch):
 def test_fid_rejects_large_imaginary_parts():
     # diag(1, -1) is not a covariance: its square root is imaginary.
     with pytest.raises(ValueError, match='imaginary'):
-        fid.frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
+        metrics.frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
 
 
 def _power_law_features(rng, n, d, decay=1.3, scale=5.0, shift=None):
@@ -107,17 +108,17 @@ def test_fid_eigh_agrees_with_sqrtm_on_random_covariances(seed, d, n1, n2):
     rng = np.random.default_rng(seed)
     x = _power_law_features(rng, n1, d)
     y = _power_law_features(rng, n2, d) * 1.1
-    s_x, s_y = fid.feature_stats(x), fid.feature_stats(y)
-    ref = fid.frechet_distance(*s_x, *s_y, method='sqrtm')
-    got = fid.frechet_distance(*s_x, *s_y, method='eigh')
+    s_x, s_y = metrics.feature_stats(x), metrics.feature_stats(y)
+    ref = metrics.frechet_distance(*s_x, *s_y, method='sqrtm')
+    got = metrics.frechet_distance(*s_x, *s_y, method='eigh')
     assert got == pytest.approx(ref, rel=1e-6)
     assert got == pytest.approx(_fid_by_eigh(x, y), rel=1e-9)
     # The square root of the fixed covariance can be computed once.
-    root = fid.sqrt_psd(s_x[1])
+    root = metrics.sqrt_psd(s_x[1])
     np.testing.assert_allclose(root @ root, s_x[1], rtol=0, atol=1e-9 * np.abs(s_x[1]).max())
-    assert fid.frechet_distance(*s_x, *s_y, method='eigh', sqrt_sigma1=root) == got
+    assert metrics.frechet_distance(*s_x, *s_y, method='eigh', sqrt_sigma1=root) == got
     # Swapping the sets gives the same distance.
-    assert fid.frechet_distance(*s_y, *s_x, method='eigh') == pytest.approx(got, rel=1e-6)
+    assert metrics.frechet_distance(*s_y, *s_x, method='eigh') == pytest.approx(got, rel=1e-6)
 
 
 def test_fid_eigh_agrees_with_sqrtm_on_singular_covariances():
@@ -126,38 +127,38 @@ def test_fid_eigh_agrees_with_sqrtm_on_singular_covariances():
     mix = rng.normal(size=(64, 64))
     x = rng.normal(size=(40, 64)) @ mix
     y = rng.normal(size=(40, 64)) @ mix * 0.8 + 0.3
-    s_x, s_y = fid.feature_stats(x), fid.feature_stats(y)
+    s_x, s_y = metrics.feature_stats(x), metrics.feature_stats(y)
     assert np.linalg.matrix_rank(s_x[1]) == 39
-    ref = fid.frechet_distance(*s_x, *s_y, method='sqrtm')
-    assert fid.frechet_distance(*s_x, *s_y, method='eigh') == pytest.approx(ref, rel=1e-6)
+    ref = metrics.frechet_distance(*s_x, *s_y, method='sqrtm')
+    assert metrics.frechet_distance(*s_x, *s_y, method='eigh') == pytest.approx(ref, rel=1e-6)
     # Exactly singular diagonal covariances against the closed form.
     s1, s2 = np.array([1.0, 0.0, 2.0, 0.0]), np.array([3.0, 0.5, 0.0, 0.0])
     expected = np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
-    for method in fid.FID_METHODS:
-        got = fid.frechet_distance(np.zeros(4), np.diag(s1), np.zeros(4), np.diag(s2),
+    for method in metrics.FID_METHODS:
+        got = metrics.frechet_distance(np.zeros(4), np.diag(s1), np.zeros(4), np.diag(s2),
                                    method=method)
         assert got == pytest.approx(expected, rel=1e-9), method
 
 
 def test_fid_eigh_rejects_non_covariances_and_unknown_methods():
     with pytest.raises(ValueError, match='not positive semi-definite'):
-        fid.frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2),
+        metrics.frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2),
                              method='eigh')
     with pytest.raises(ValueError, match='not positive semi-definite'):
-        fid.frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.diag([1.0, -1.0]),
+        metrics.frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.diag([1.0, -1.0]),
                              method='eigh')
     with pytest.raises(ValueError, match='unknown FID method'):
-        fid.frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2), method='svd')
+        metrics.frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2), method='svd')
 
 
 @pytest.mark.slow
 def test_fid_eigh_agrees_with_sqrtm_at_2048_dimensions():
     # The real size (about a minute of sqrtm on 2 cores): 2,500 vs 2,500 as in training.
     rng = np.random.default_rng(21)
-    s_x = fid.feature_stats(_power_law_features(rng, 2500, 2048))
-    s_y = fid.feature_stats(_power_law_features(rng, 2500, 2048) * 1.05)
-    ref = fid.frechet_distance(*s_x, *s_y, method='sqrtm')
-    assert fid.frechet_distance(*s_x, *s_y, method='eigh') == pytest.approx(ref, rel=1e-6)
+    s_x = metrics.feature_stats(_power_law_features(rng, 2500, 2048))
+    s_y = metrics.feature_stats(_power_law_features(rng, 2500, 2048) * 1.05)
+    ref = metrics.frechet_distance(*s_x, *s_y, method='sqrtm')
+    assert metrics.frechet_distance(*s_x, *s_y, method='eigh') == pytest.approx(ref, rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,7 +184,7 @@ def test_kid_matches_direct_computation_on_one_subset():
     x = rng.normal(size=(40, 8))
     y = rng.normal(size=(40, 8)) + 0.5
     # subset_size = set size: every subset is a permutation of the whole set.
-    mean, std = fid.kid(x, y, n_subsets=3, subset_size=40)
+    mean, std = metrics.kid(x, y, n_subsets=3, subset_size=40)
     assert mean == pytest.approx(_mmd2_unbiased_loops(x, y), rel=1e-9)
     assert std == pytest.approx(0, abs=1e-9)
 
@@ -191,20 +192,20 @@ def test_kid_matches_direct_computation_on_one_subset():
 def test_kid_caps_subset_size_and_is_seeded():
     rng = np.random.default_rng(5)
     x, y = rng.normal(size=(30, 8)), rng.normal(size=(50, 8))
-    a = fid.kid(x, y, n_subsets=5, subset_size=1000, seed=1)
-    assert a == fid.kid(x, y, n_subsets=5, subset_size=1000, seed=1)
-    assert a != fid.kid(x, y, n_subsets=5, subset_size=1000, seed=2)
+    a = metrics.kid(x, y, n_subsets=5, subset_size=1000, seed=1)
+    assert a == metrics.kid(x, y, n_subsets=5, subset_size=1000, seed=1)
+    assert a != metrics.kid(x, y, n_subsets=5, subset_size=1000, seed=2)
     # The subset size is capped at the smaller set (30).
-    assert a == fid.kid(x, y, n_subsets=5, subset_size=30, seed=1)
-    assert a != fid.kid(x, y, n_subsets=5, subset_size=29, seed=1)
+    assert a == metrics.kid(x, y, n_subsets=5, subset_size=30, seed=1)
+    assert a != metrics.kid(x, y, n_subsets=5, subset_size=29, seed=1)
 
 
 def test_inception_score_extremes():
     n_classes = 7
     same = np.tile(np.eye(n_classes)[2], (70, 1))
-    assert fid.inception_score(same, splits=10) == pytest.approx((1.0, 0.0), abs=1e-9)
+    assert metrics.inception_score(same, splits=10) == pytest.approx((1.0, 0.0), abs=1e-9)
     uniform_onehot = np.eye(n_classes)[np.arange(140) % n_classes]
-    mean, std = fid.inception_score(uniform_onehot, splits=10)
+    mean, std = metrics.inception_score(uniform_onehot, splits=10)
     assert mean == pytest.approx(n_classes, rel=1e-9) and std == pytest.approx(0, abs=1e-9)
 
 
@@ -213,14 +214,14 @@ def test_inception_score_matches_kl_formula():
     p = rng.dirichlet(np.ones(5) * 0.5, size=100)
     py = p.mean(0)
     expected = np.exp(np.mean(np.sum(p * np.log(p / py), axis=1)))
-    assert fid.inception_score(p, splits=1)[0] == pytest.approx(expected, rel=1e-9)
+    assert metrics.inception_score(p, splits=1)[0] == pytest.approx(expected, rel=1e-9)
 
 
 def test_precision_recall_identical_and_far_apart():
     rng = np.random.default_rng(7)
     x = rng.normal(size=(300, 64))
-    assert fid.precision_recall(x, x.copy(), k=3) == (1.0, 1.0)
-    assert fid.precision_recall(x, x + 100.0, k=3) == (0.0, 0.0)
+    assert metrics.precision_recall(x, x.copy(), k=3) == (1.0, 1.0)
+    assert metrics.precision_recall(x, x + 100.0, k=3) == (0.0, 0.0)
 
 
 def test_precision_recall_against_brute_force_and_in_blocks(monkeypatch):
@@ -236,8 +237,8 @@ def test_precision_recall_against_brute_force_and_in_blocks(monkeypatch):
     recall = np.mean(np.any(d_fr.T <= r_fake[None], axis=1))
     assert 0.2 < precision < 0.95 and 0.2 < recall < 0.95
     # Tiny blocks: the block loop must give the same answer as one block.
-    monkeypatch.setattr(fid, '_block_rows', lambda n_cols: 7)
-    p, r = fid.precision_recall(real, fake, k=3)
+    monkeypatch.setattr(metrics, '_block_rows', lambda n_cols: 7)
+    p, r = metrics.precision_recall(real, fake, k=3)
     assert p == pytest.approx(precision, abs=1 / 90 + 1e-9)
     assert r == pytest.approx(recall, abs=1 / 120 + 1e-9)
 
@@ -555,7 +556,7 @@ def test_real_stats_cache_is_reused_and_invalidated(tmp_path, real_files):
     second = stats(real_files, 10)
     assert ext.calls == 2 and second['from_cache'] and second['path'] == first['path']
     np.testing.assert_array_equal(second['features'], first['features'])
-    mu, sigma = fid.feature_stats(first['features'])
+    mu, sigma = metrics.feature_stats(first['features'])
     np.testing.assert_allclose(second['mu'], mu, rtol=1e-12)
     np.testing.assert_allclose(second['sigma'], sigma, rtol=1e-12)
     # Anything the statistics depend on changes the key.
@@ -669,7 +670,7 @@ def test_cli_end_to_end_on_the_small_graph(tmp_path, small_graph):
     res = json.loads(out.read_text())
     real_f = fid.compute_features(fid.read_images(real, 8, 8), ext)['features']
     fake_o = fid.compute_features(fid.read_images(fake, 8, 8), ext)
-    expected = fid.compute_metrics(real_f, fake_o, ['fid', 'kid', 'is', 'pr'])
+    expected = metrics.compute_metrics(real_f, fake_o, ['fid', 'kid', 'is', 'pr'])
     for key, value in expected.items():
         assert res[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
     assert res['n_real'] == 30 and res['n_fake'] == 20 and res['network'] == 'tf2015'
@@ -715,7 +716,7 @@ def test_model_dir_uses_the_ema_generator(tmp_path, monkeypatch, small_graph):
     z = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
     fakes = utils.to_uint8(TinyGenerator()(z, False)[0].numpy())
     real_f = fid.compute_features(fid.read_images(real, 8, 4), ext)['features']
-    expected = fid.compute_metrics(real_f, ext(fakes), ['fid', 'is'])
+    expected = metrics.compute_metrics(real_f, ext(fakes), ['fid', 'is'])
     assert res['fid'] == pytest.approx(expected['fid'], rel=1e-4)
     assert res['is_mean'] == pytest.approx(expected['is_mean'], rel=1e-4)
 
@@ -816,10 +817,10 @@ def test_in_loop_fid_matches_direct_computation(tmp_path, monkeypatch, real_file
     assert monitor.sampler.traces == 1 and monitor.extractor.calls == 9
     chosen = fid.select_files(sorted(real_files), 10, seed=42)
     real = np.stack([np.asarray(Image.open(p)) for p in chosen])
-    mu, sigma = fid.feature_stats(Stub(None)(real)['features'])
+    mu, sigma = metrics.feature_stats(Stub(None)(real)['features'])
     fakes = np.clip(np.concatenate([fixed] * 3 + [fixed[:1]]) * 127.5 + 127.5, 0, 255)
     fake_feats = Stub(None)(fakes.astype(np.uint8))['features']
-    expected = fid.frechet_distance(mu, sigma, *fid.feature_stats(fake_feats), method='sqrtm')
+    expected = metrics.frechet_distance(mu, sigma, *metrics.feature_stats(fake_feats), method='sqrtm')
     assert value == pytest.approx(expected, rel=1e-6)
     np.testing.assert_allclose(monitor.real['mu'], mu, rtol=1e-12)
     np.testing.assert_allclose(monitor.real['sigma'], sigma, rtol=1e-12)
@@ -866,39 +867,39 @@ def test_sliced_wasserstein_of_a_shift_is_the_mean_projected_shift():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((300, 6)).astype(np.float32)
     shift = np.array([1.0, -2.0, 0.5, 0.0, 3.0, 1.0], np.float32)
-    got = fid.sliced_wasserstein(a, a + shift, n_directions=64, n_repeats=2,
+    got = metrics.sliced_wasserstein(a, a + shift, n_directions=64, n_repeats=2,
                                  rng=np.random.default_rng(5))
     want_rng, want = np.random.default_rng(5), []
     for _ in range(2):
         d = want_rng.standard_normal((6, 64)).astype(np.float32)
         want.append(np.mean(np.abs(shift @ (d / np.linalg.norm(d, axis=0)))))
     assert got == pytest.approx(np.mean(want), rel=1e-4)
-    assert fid.sliced_wasserstein(a, a) == 0.0
+    assert metrics.sliced_wasserstein(a, a) == 0.0
 
 
 def test_laplacian_pyramid_levels_rebuild_the_image():
     images = _shapes_like(3, 0).astype(np.float32)
-    band, low = fid.laplacian_pyramid(images)
+    band, low = metrics.laplacian_pyramid(images)
     assert band.shape == (3, 32, 32, 3) and low.shape == (3, 16, 16, 3)
     up = np.repeat(np.repeat(low, 2, axis=1), 2, axis=2)
-    np.testing.assert_allclose(band + fid._blur(up), images, atol=1e-3)
+    np.testing.assert_allclose(band + metrics._blur(up), images, atol=1e-3)
 
 
 def test_swd_grows_with_blur_and_is_smallest_for_the_same_distribution():
     real, other_real = _shapes_like(200, 1), _shapes_like(200, 2)
     blurred = [real.astype(np.float32)]
     for _ in range(3):
-        blurred.append(fid._blur(blurred[-1]))
-    values = [fid.swd(other_real, np.round(b).astype(np.uint8))['swd'] for b in blurred]
+        blurred.append(metrics._blur(blurred[-1]))
+    values = [metrics.swd(other_real, np.round(b).astype(np.uint8))['swd'] for b in blurred]
     assert values[0] < values[1] < values[2] < values[3], values
-    assert set(fid.swd(real, other_real)) == {'swd_32', 'swd_16', 'swd'}
+    assert set(metrics.swd(real, other_real)) == {'swd_32', 'swd_16', 'swd'}
 
 
 def test_swd_errors_are_clear():
-    with pytest.raises(fid.FIDError, match='at least 16x16'):
-        fid.swd(np.zeros((4, 8, 8, 3), np.uint8), np.zeros((4, 8, 8, 3), np.uint8))
-    with pytest.raises(fid.FIDError, match='one size'):
-        fid.swd(np.zeros((4, 32, 32, 3), np.uint8), np.zeros((4, 16, 16, 3), np.uint8))
+    with pytest.raises(metrics.MetricError, match='at least 16x16'):
+        metrics.swd(np.zeros((4, 8, 8, 3), np.uint8), np.zeros((4, 8, 8, 3), np.uint8))
+    with pytest.raises(metrics.MetricError, match='one size'):
+        metrics.swd(np.zeros((4, 32, 32, 3), np.uint8), np.zeros((4, 16, 16, 3), np.uint8))
 
 
 def test_cli_swd_works_offline_without_a_network(tmp_path):
