@@ -8,7 +8,11 @@ Edit `DEFAULTS` or a preset here; `train.py --preset NAME` picks a preset and
 code does not have are marked "ours" below.
 """
 import copy
+import json
 import math
+import os
+
+CONFIG_FILE = 'config.json'  # a run's config, in its model directory
 
 DEFAULTS = {
     'img_size': 64,
@@ -109,22 +113,23 @@ EMA_INITS = ('copy', 'random')
 # 'lada': LadaGAN's additive attention; baselines: 'dot' (SAGAN / ViT GANs), 'l2' (GigaGAN),
 # 'simplex' and 'duplex' (GANformer). See ladaformer.make_attention.
 ATTENTIONS = ('lada', 'dot', 'l2', 'simplex', 'duplex')
+PRECISIONS = ('fp32', 'bf16', 'fp16')  # compute precision of the train step (trainer.py)
 
 
 class ConfigError(ValueError):
     """An impossible or unknown configuration value; the message names the key."""
 
 
+def requested(preset=None, overrides=None):
+    """The values a command asks for: those of the preset, then the overrides."""
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+    return {**copy.deepcopy(PRESETS.get(preset, {})), **copy.deepcopy(overrides or {})}
+
+
 def get_config(preset=None, **overrides):
     """Returns a validated config dict: DEFAULTS, then the preset, then overrides."""
-    config = copy.deepcopy(DEFAULTS)
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError(
-                f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
-        config.update(copy.deepcopy(PRESETS[preset]))
-    config.update(overrides)
-    return validate(config)
+    return validate({**copy.deepcopy(DEFAULTS), **requested(preset, overrides)})
 
 
 def from_saved(saved):
@@ -213,3 +218,47 @@ def _is_number(x):
 def _is_int_list(x, length):
     return (isinstance(x, (list, tuple)) and len(x) == length
             and all(_is_int(v) and v >= 1 for v in x))
+
+
+# ---------------------------------------------------------------------------------------
+# A run's config.json
+# ---------------------------------------------------------------------------------------
+
+def load_run_config(model_dir):
+    """The validated config of model_dir/config.json (the authors' or ours)."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise ConfigError(f'{path} not found: a model directory needs its config.json')
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f'cannot read {path}: {e}') from None
+    try:
+        return from_saved(saved)
+    except ConfigError as e:
+        raise ConfigError(f'{path}: {e}') from None
+
+
+def settle(saved, asked, override=False):
+    """The config of a run that asks for `asked` (preset and --set values), and the keys
+    it changes in `saved`.
+
+    New run (saved is None): DEFAULTS + asked. Resumed run: its saved config decides;
+    asked values that differ from it raise ConfigError naming them, unless override,
+    which applies them. Returns (config, sorted list of changed keys).
+    """
+    if saved is None:
+        return get_config(**asked), []
+    differing = sorted(k for k in asked if asked[k] != saved.get(k))
+    if not differing:
+        return saved, []
+    merged = validate({**saved, **asked})  # an unknown or impossible value, before a conflict
+    if not override:
+        details = ', '.join(f'{k}: {saved[k]!r} in {CONFIG_FILE}, {asked[k]!r} asked'
+                            for k in differing)
+        raise ConfigError(
+            f'the run\'s {CONFIG_FILE} differs from the requested config ({details}). Resume '
+            f'with the same --preset/--set as the first run, use another --model_dir, or '
+            f'pass --override_config to go on with the requested values.')
+    return merged, differing

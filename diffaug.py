@@ -20,6 +20,8 @@ which makes a call reproducible.
 """
 import tensorflow as tf
 
+import config
+
 # Sub-seed tags, so the ops fed from one user seed draw independent values.
 _BRIGHTNESS, _SATURATION, _CONTRAST, _TX, _TY, _CUT_X, _CUT_Y = range(7)
 
@@ -198,6 +200,7 @@ def rand_cutout(x, ratio=0.5, seed=None):
     return cutout(x, ox, oy, cutout_size(h, w, ratio))
 
 
+# One entry per name of config.POLICY_OPS (tests/test_config.py checks).
 AUGMENT_FNS = {
     'color': rand_color,
     'translation': rand_translation,
@@ -208,7 +211,7 @@ AUGMENT_FNS = {
 def parse_policy(policy):
     """'color,translation' -> ['color', 'translation']; '' -> []. Raises ValueError
     on unknown ops, before anything is traced."""
-    ops = [p.strip() for p in (policy or '').split(',') if p.strip()]
+    ops = config.policy_ops(policy or '')
     for op in ops:
         if op not in AUGMENT_FNS:
             raise ValueError(

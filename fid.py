@@ -14,7 +14,8 @@ Two feature networks, which give numbers that are NOT comparable with each other
 Images enter the extractors as uint8 NHWC batches (floats in [0, 255] are accepted too).
 Generated images in [-1, 1] become uint8 through `utils.to_uint8`, the rule of the
 authors' PNG samples (clip, truncate), so in-memory evaluation and evaluation from PNG
-files agree. Image files are listed and decoded by utils (the training pipeline).
+files agree. Image files are listed and decoded by data.py (the training pipeline);
+generated images come from sampling.py.
 
 TensorFlow is imported inside the functions that need it, and the CLI checks its
 arguments before importing TensorFlow, which takes seconds and writes log lines to stderr.
@@ -27,16 +28,16 @@ import json
 import os
 import sys
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import uuid
-import warnings
 
 import numpy as np
 from tqdm import tqdm
 
+import cli
 import metrics
+import utils
 
 TF2015_URL = 'http://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz'
 TF2015_FILE = 'classify_image_graph_def.pb'
@@ -52,19 +53,19 @@ class FIDUnavailable(FIDError):
     """The feature network's weights are missing and cannot be downloaded."""
 
 
-def _utils():
-    # utils imports TensorFlow (seconds, log lines): only when images are read.
-    import utils
-    return utils
+def _data():
+    # data imports TensorFlow (seconds, log lines): only when images are read.
+    import data
+    return data
 
 
 def find_images(pattern):
-    """Sorted decodable image files of a glob pattern or directory (utils.list_image_files;
-    undecodable files are skipped with a warning by utils.check_images)."""
-    utils = _utils()
+    """Sorted decodable image files of a glob pattern or directory (data.list_image_files;
+    undecodable files are skipped with a warning by data.check_images)."""
+    data = _data()
     try:
-        return utils.check_images(utils.list_image_files(pattern))[0]
-    except utils.DataError as e:
+        return data.check_images(data.list_image_files(pattern))[0]
+    except data.DataError as e:
         raise FIDError(str(e)) from None
 
 
@@ -109,16 +110,16 @@ def common_size(paths):
 def read_images(paths, img_size, batch_size=50, antialias=False):
     """Yield uint8 (B, img_size, img_size, 3) batches of the image files, in order.
 
-    utils.decode_uint8_images: the training pipeline's decoding (gray -> RGB, alpha
+    data.decode_uint8_images: the training pipeline's decoding (gray -> RGB, alpha
     dropped) and bilinear resize when an image is not img_size x img_size (no antialias
     unless asked, as the authors), rounded to uint8 as if the data set had been stored
     resized (the authors' monitor keeps the resized floats: at most 0.5/255 apart).
     """
     import tensorflow as tf
-    utils = _utils()
+    data = _data()
     try:
-        yield from utils.decode_uint8_images(list(paths), img_size, batch_size, antialias)
-    except utils.DataError as e:
+        yield from data.decode_uint8_images(list(paths), img_size, batch_size, antialias)
+    except data.DataError as e:
         raise FIDError(str(e)) from None
     except tf.errors.OpError as e:
         raise FIDError(f'cannot read an image: {e.message.splitlines()[0]}') from None
@@ -244,15 +245,10 @@ def _file_id(path):
 
 def _download(url, dest):
     """Download url to dest (atomic)."""
-    tmp = f'{dest}.part-{os.getpid()}'
-    try:
-        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, 'wb') as f:
-            while chunk := r.read(1 << 20):
-                f.write(chunk)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with utils.atomic_write(dest) as tmp, \
+            urllib.request.urlopen(url, timeout=60) as r, open(tmp, 'wb') as f:
+        while chunk := r.read(1 << 20):
+            f.write(chunk)
 
 
 def get_tf2015_graph(path=None, cache_dir=None):
@@ -272,9 +268,9 @@ def get_tf2015_graph(path=None, cache_dir=None):
         _download(TF2015_URL, tgz)
         with tarfile.open(tgz) as tar:
             member = next(m for m in tar.getmembers() if m.name.endswith(TF2015_FILE))
-            with tar.extractfile(member) as src, open(graph + '.part', 'wb') as dst:
-                dst.write(src.read())
-        os.replace(graph + '.part', graph)
+            with tar.extractfile(member) as src, utils.atomic_write(graph) as tmp:
+                with open(tmp, 'wb') as dst:
+                    dst.write(src.read())
         os.remove(tgz)  # 88 MB that is no longer needed
     except (OSError, urllib.error.URLError, tarfile.TarError, StopIteration) as e:
         raise FIDUnavailable(
@@ -329,7 +325,7 @@ def compute_features(batches, extractor, n=None, desc='features'):
 def stats_key(file_list, n, img_size, network, resize_method):
     """sha1 of everything the real statistics depend on: the files used (sorted, with
     sizes and mtimes, so edits invalidate), n, img_size, resize method and network.
-    'version' changes with the image decoding (2: utils.decode_uint8_images)."""
+    'version' changes with the image decoding (2: data.decode_uint8_images)."""
     files = []
     for path in sorted(file_list):
         st = os.stat(path)
@@ -364,75 +360,14 @@ def real_stats(file_list, n, img_size, network, extractor, cache_dir, loader=rea
                              n=n, desc='real features')['features']
     mu, sigma = metrics.feature_stats(feats)
     if path:
-        os.makedirs(cache_dir, exist_ok=True)
-        # Temp file in the same directory + os.replace: a crash never leaves a
-        # half-written file under the final name.
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix='.tmp')
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                np.savez(f, features=feats, mu=mu, sigma=sigma, key=key)
-            os.chmod(tmp, 0o644)  # mkstemp makes it private (0600); others may read it
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with utils.atomic_write(path) as tmp:
+            np.savez(tmp, features=feats, mu=mu, sigma=sigma, key=key)
     return {'features': feats, 'mu': mu, 'sigma': sigma, 'path': path, 'from_cache': False}
 
 
 # ---------------------------------------------------------------------------------------
 # Generated images and the metrics of one evaluation
 # ---------------------------------------------------------------------------------------
-
-class FakeSampler:
-    """uint8 image batches from a generator g(z, training=False) -> (images, attention).
-
-    The generator runs through generate.Sampler: one tf.function compiled with XLA for
-    a fixed batch size (the last batch is padded and cut), so one program is compiled
-    per sampler whatever n is; when XLA cannot compile it, a warning and a plain graph.
-    Images are quantised by utils.to_uint8, the rule of the authors' PNG samples
-    (clip, truncate), so in-memory fakes equal the PNG round trip.
-    """
-
-    def __init__(self, generator, batch_size, jit_compile=True):
-        import generate
-        self.generator = generator
-        self.batch_size = int(batch_size)
-        self.noise_dim = int(generator.noise_dim)
-        self.jit_compile = jit_compile
-        self._sampler = generate.Sampler(generator, self.batch_size, jit_compile)
-        self._ready = False
-
-    @property
-    def traces(self):
-        """How many times the generator call was traced (1 after any number of calls)."""
-        return self._sampler._images.experimental_get_tracing_count()
-
-    def _compile(self):
-        # One batch on the first use: compiles, or falls back when XLA cannot.
-        import generate
-        z = np.zeros((self.batch_size, self.noise_dim), np.float32)
-        try:
-            next(self._sampler.batches(z, progress=False))
-        except Exception as e:
-            if not self.jit_compile:
-                raise
-            warnings.warn(f'XLA cannot compile the generator ({type(e).__name__}); '
-                          'sampling without XLA', RuntimeWarning)
-            self._sampler = generate.Sampler(self.generator, self.batch_size, False)
-            next(self._sampler.batches(z, progress=False))
-        self._ready = True
-
-    def batches(self, n, seed=None):
-        """Yield uint8 (<= batch_size, S, S, 3) batches of n images; noise from
-        np.random.default_rng(seed).standard_normal((n, noise_dim)) (seed None: fresh
-        noise every call)."""
-        to_uint8 = _utils().to_uint8
-        if not self._ready:
-            self._compile()
-        noise = np.random.default_rng(seed).standard_normal((n, self.noise_dim))
-        for _, images, _ in self._sampler.batches(noise.astype(np.float32), progress=False):
-            yield to_uint8(images)
-
 
 def rebatch(batches, size):
     """Regroup a stream of arrays into batches of `size` rows (the last may be smaller)."""
@@ -477,7 +412,8 @@ class InLoopFID:
     def __call__(self, generator, seed=None):
         """FID of n samples of generator; seed None (training): fresh noise every call."""
         if self.sampler is None or self.sampler.generator is not generator:
-            self.sampler = FakeSampler(generator, self.gen_batch_size)
+            import sampling
+            self.sampler = sampling.FakeSampler(generator, self.gen_batch_size)
         batches = rebatch(self.sampler.batches(self.n, seed), self.batch_size)
         fake = compute_features(batches, self.extractor, n=self.n, desc='FID')['features']
         return metrics.frechet_distance(self.real['mu'], self.real['sigma'],
@@ -608,12 +544,14 @@ def run(args):
         fake_batches = read_images(fake_files, img_size, args.batch_size)
         n_fake = len(fake_files)
     else:
-        utils = _utils()
+        import checkpoints
+        import sampling
         try:
-            generator = utils.load_generator(args.model_dir, ema=True)
-        except utils.CheckpointError as e:
+            generator = checkpoints.load_generator(args.model_dir, ema=True)
+        except checkpoints.CheckpointError as e:
             raise FIDError(str(e)) from None
-        fake_batches = FakeSampler(generator, args.batch_size).batches(n_fake, args.seed)
+        fake_batches = sampling.FakeSampler(generator, args.batch_size).batches(n_fake,
+                                                                                args.seed)
     sizes = []
     fake_batches = _record_size(fake_batches, sizes)
     if 'swd' in wanted:  # SWD needs the pixels: keep the generated images
@@ -649,17 +587,14 @@ def main(argv=None):
     try:
         results = run(args)
     except (FIDError, metrics.MetricError) as e:
-        print(f'fid.py: error: {e}', file=sys.stderr)
-        return 2
+        return cli.fail(e, prefix='fid.py: error')
     name = 'swd' if args.metrics.strip() == 'swd' else args.network
     out = args.out or (os.path.join(args.model_dir, f'eval-{name}.json')
                        if args.model_dir else None)
     text = json.dumps(results, indent=2)
     print(text)
     if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, 'w') as f:
-            f.write(text + '\n')
+        utils.write_text(out, text + '\n')
         print(f'results written to {out}', file=sys.stderr)
     return 0
 

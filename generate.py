@@ -11,8 +11,8 @@ its latent space, make a learning-progress GIF, and export it for serving.
 The same --seed gives the same images (noise from a stateless RNG; sampling runs in
 fixed-size XLA batches). Bad input ends with one line `error: ...` and exit code 2.
 
-Python API: sample_noise, slerp, interpolation_noise, generate, Sampler, save_gif,
-make_progress_gif, export_keras, export_savedmodel.
+Python API: save_gif, make_progress_gif, export_keras, export_savedmodel; noise and
+batched sampling are in sampling.py.
 """
 import argparse
 import contextlib
@@ -23,7 +23,6 @@ import re
 import shutil
 import sys
 import tempfile
-import weakref
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -57,6 +56,9 @@ with _quiet_native_stderr():
     import tensorflow as tf  # noqa: E402
     tf.config.list_physical_devices('GPU')  # the CUDA probe logs an error on CPU machines
 
+import checkpoints  # noqa: E402
+import cli  # noqa: E402
+import sampling  # noqa: E402
 import utils  # noqa: E402
 
 GRID_LIMIT = 1024         # more images than this go to a directory, not one grid PNG
@@ -70,121 +72,6 @@ class UsageError(Exception):
 
 
 # ---------------------------------------------------------------------------------------
-# Noise and interpolation
-# ---------------------------------------------------------------------------------------
-
-def sample_noise(n, noise_dim, seed, truncation=1.0):
-    """(n, noise_dim) float32 z ~ N(0, I) * truncation; the same seed gives the same z.
-
-    Drawn at once with a stateless RNG, so the result does not depend on the batch size
-    or on earlier random calls.
-    """
-    z = tf.random.stateless_normal([int(n), int(noise_dim)], seed=[int(seed), 0],
-                                   dtype=tf.float32)
-    return (z * float(truncation)).numpy()
-
-
-def slerp(z0, z1, t):
-    """Spherical interpolation from z0 (t=0) to z1 (t=1); t: scalar or 1-D -> (len(t), d).
-
-    Moves along the great circle between the directions of z0 and z1 (norms blend along);
-    falls back to linear interpolation when they are (anti)parallel.
-    """
-    z0, z1 = np.asarray(z0, np.float64), np.asarray(z1, np.float64)
-    t = np.atleast_1d(np.asarray(t, np.float64))[:, None]
-    cos = np.dot(z0, z1) / max(np.linalg.norm(z0) * np.linalg.norm(z1), 1e-12)
-    omega = np.arccos(np.clip(cos, -1.0, 1.0))
-    if np.sin(omega) < 1e-6:
-        return (1 - t) * z0 + t * z1
-    return (np.sin((1 - t) * omega) * z0 + np.sin(t * omega) * z1) / np.sin(omega)
-
-
-def interpolation_noise(keyframes, steps):
-    """Key z's (k, d) -> ((k-1)*steps + 1, d) float32: `steps` frames from each key to
-    the next (slerp), then the last key."""
-    keyframes = np.asarray(keyframes, np.float32)
-    if len(keyframes) < 2 or steps < 1:
-        raise UsageError('interpolation needs at least 2 keyframes (--n 2 or more) and '
-                         '--interpolate 1 or more steps')
-    t = np.arange(steps) / steps
-    parts = [slerp(a, b, t) for a, b in zip(keyframes[:-1], keyframes[1:])]
-    return np.concatenate(parts + [keyframes[-1:]]).astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------------
-# Sampling
-# ---------------------------------------------------------------------------------------
-
-class Sampler:
-    """Runs a generator on fixed-size batches through one compiled function per output kind.
-
-    The last batch is padded to batch_size, so a run compiles one XLA program however
-    many images it makes. jit_compile=False runs the plain graph instead.
-    """
-
-    def __init__(self, generator, batch_size=50, jit_compile=True):
-        self.generator = generator
-        self.batch_size = int(batch_size)
-        call = lambda z: generator(z, training=False)  # noqa: E731
-        self._images = tf.function(lambda z: call(z)[0], jit_compile=jit_compile)
-        self._with_attention = tf.function(call, jit_compile=jit_compile)
-
-    def batches(self, noise, attention=False, progress=True):
-        """Yields (start, images, attention) per batch of noise (N, noise_dim), as numpy.
-
-        images: float32 (b, S, S, 3); attention: [attn_8, attn_16, attn_32], each
-        (b, heads, tokens), or None without attention. tqdm shows progress on a terminal.
-        """
-        from tqdm import tqdm
-        noise = np.asarray(noise, np.float32)
-        n = len(noise)
-        batch = max(1, min(self.batch_size, n))
-        n_batches = math.ceil(n / batch)
-        bar = tqdm(total=n, unit='img', desc='sampling', leave=False,
-                   disable=True if (n_batches < 2 or not progress) else None)
-        with bar:
-            for start in range(0, n, batch):
-                z = noise[start:start + batch]
-                size = len(z)
-                if size < batch:
-                    z = np.concatenate([z, np.zeros((batch - size, z.shape[1]), np.float32)])
-                if attention:
-                    images, maps = self._with_attention(tf.constant(z))
-                    maps = [m.numpy()[:size] for m in maps]
-                else:
-                    images, maps = self._images(tf.constant(z)), None
-                yield start, images.numpy()[:size], maps
-                bar.update(size)
-
-    def __call__(self, noise, attention=False, progress=True):
-        """All images (N, S, S, 3) float32, and the attention maps (or None)."""
-        images, maps = [], []
-        for _, batch_images, batch_maps in self.batches(noise, attention, progress):
-            images.append(batch_images)
-            maps.append(batch_maps)
-        images = np.concatenate(images)
-        if not attention:
-            return images, None
-        return images, [np.concatenate(stage) for stage in zip(*maps)]
-
-
-_SAMPLERS = weakref.WeakKeyDictionary()  # generator -> {(batch_size, jit): Sampler}
-
-
-def generate(generator, noise, batch_size=50, attention=False, jit_compile=True):
-    """Images (N, S, S, 3) float32 in about [-1, 1] (and attention maps, or None) for noise.
-
-    The compiled sampler is kept per generator, so later calls with the same batch size
-    do not compile again.
-    """
-    samplers = _SAMPLERS.setdefault(generator, {})
-    key = (int(batch_size), bool(jit_compile))
-    if key not in samplers:
-        samplers[key] = Sampler(generator, batch_size, jit_compile)
-    return samplers[key](noise, attention)
-
-
-# ---------------------------------------------------------------------------------------
 # Pictures
 # ---------------------------------------------------------------------------------------
 
@@ -194,11 +81,9 @@ def save_gif(frames, path, duration_ms=80, last_frame_ms=None):
     durations = [duration_ms] * len(images)
     if last_frame_ms is not None:
         durations[-1] = last_frame_ms
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp-{os.getpid()}.gif'
-    images[0].save(tmp, save_all=True, append_images=images[1:], loop=0,
-                   duration=durations if len(images) > 1 else duration_ms, disposal=1)
-    os.replace(tmp, path)
+    with utils.atomic_write(path) as tmp:
+        images[0].save(tmp, format='GIF', save_all=True, append_images=images[1:], loop=0,
+                       duration=durations if len(images) > 1 else duration_ms, disposal=1)
 
 
 def progress_image_paths(images_dir):
@@ -275,10 +160,8 @@ def export_keras(generator, path):
     """The generator as a .keras file for keras.saving.load_model (custom layers are
     registered under the package 'LadaGAN': import model before loading)."""
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp-{os.getpid()}.keras'
-    generator.save(tmp)
-    os.replace(tmp, path)
+    with utils.atomic_write(path) as tmp:
+        generator.save(tmp)
     return path
 
 
@@ -388,7 +271,7 @@ def build_parser():
                         'best-training-checkpoints/ or training-checkpoints/)')
     source.add_argument('--pretrained', metavar='NAME',
                         help=f"released model from the Hugging Face Hub: "
-                             f"{', '.join(utils.PRETRAINED)}")
+                             f"{', '.join(checkpoints.PRETRAINED)}")
     source.add_argument('--checkpoint', help='a ckpt-<n> path prefix to load instead of the '
                         'newest checkpoint of --model_dir')
     source.add_argument('--cache_dir', help='Hugging Face cache for --pretrained '
@@ -397,17 +280,17 @@ def build_parser():
                         'instead of the cache')
     source.add_argument('--ema', action=argparse.BooleanOptionalAction, default=True,
                         help='use the EMA generator (the one the authors evaluate)')
-    sampling = p.add_argument_group('sampling')
-    sampling.add_argument('--n', type=_positive_int, default=25,
+    sample_args = p.add_argument_group('sampling')
+    sample_args.add_argument('--n', type=_positive_int, default=25,
                           help='number of images (the keyframes with --interpolate)')
-    sampling.add_argument('--seed', type=_seed, default=None,
+    sample_args.add_argument('--seed', type=_seed, default=None,
                           help='noise seed; the same seed gives the same images '
                                '(default: random, printed)')
-    sampling.add_argument('--batch_size', type=_positive_int, default=50,
+    sample_args.add_argument('--batch_size', type=_positive_int, default=50,
                           help='images per compiled batch')
-    sampling.add_argument('--truncation', type=_non_negative_float, default=1.0,
+    sample_args.add_argument('--truncation', type=_non_negative_float, default=1.0,
                           help='scale of z (below 1: less varied, more typical images)')
-    sampling.add_argument('--jit', action=argparse.BooleanOptionalAction, default=True,
+    sample_args.add_argument('--jit', action=argparse.BooleanOptionalAction, default=True,
                           help='XLA-compile sampling (as train.py; --no-jit: plain TF graph)')
     out = p.add_argument_group('outputs')
     out.add_argument('--out', default=None,
@@ -523,7 +406,7 @@ def plan_outputs(args):
 
 def resolve_model_dir(args):
     if args.pretrained:
-        return utils.download_pretrained(args.pretrained, local_dir=args.local_dir,
+        return checkpoints.download_pretrained(args.pretrained, local_dir=args.local_dir,
                                          cache_dir=args.cache_dir)
     return args.model_dir
 
@@ -542,25 +425,25 @@ def run(args):
         return
     if bool(args.model_dir) == bool(args.pretrained):
         raise UsageError('give either --model_dir DIR or --pretrained NAME '
-                         f"({', '.join(utils.PRETRAINED)})")
-    if args.pretrained and args.pretrained not in utils.PRETRAINED:
-        utils.pretrained_files(args.pretrained)  # raises, listing the valid names
+                         f"({', '.join(checkpoints.PRETRAINED)})")
+    if args.pretrained and args.pretrained not in checkpoints.PRETRAINED:
+        checkpoints.pretrained_files(args.pretrained)  # raises, listing the valid names
     if args.interpolate and args.n < 2:
         raise UsageError('--interpolate needs --n 2 or more keyframes')
     plan = plan_outputs(args)
 
     model_dir = resolve_model_dir(args)
     try:
-        generator = utils.load_generator(model_dir, ema=args.ema,
+        generator = checkpoints.load_generator(model_dir, ema=args.ema,
                                          checkpoint_path=args.checkpoint)
     except tf.errors.OpError as e:  # e.g. a damaged or partly downloaded checkpoint
-        raise utils.CheckpointError(f'cannot load the generator of {model_dir}: '
+        raise checkpoints.CheckpointError(f'cannot load the generator of {model_dir}: '
                                     f'{e.message}') from None
-    sampling = {k: v for k, v in plan.items() if k in ('grid', 'dir', 'gif', 'attention')}
-    if sampling:
+    sampled = {k: v for k, v in plan.items() if k in ('grid', 'dir', 'gif', 'attention')}
+    if sampled:
         seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), 'little')
-        noise = sample_noise(args.n, generator.noise_dim, seed, args.truncation)
-        sampler = Sampler(generator, args.batch_size, jit_compile=args.jit)
+        noise = sampling.sample_noise(args.n, generator.noise_dim, seed, args.truncation)
+        sampler = sampling.Sampler(generator, args.batch_size, jit_compile=args.jit)
         _write_samples(sampler, noise, plan, args)
         written = [plan[k].replace('{:03d}', '*') for k in ('grid', 'dir', 'gif', 'strip',
                                                             'attention') if k in plan]
@@ -583,7 +466,7 @@ def _write_samples(sampler, noise, plan, args):
                                 if needs_samples else ()):
         if 'dir' in plan:
             for i, image in enumerate(utils.to_uint8(images)):
-                utils.save_png_atomic(image, os.path.join(plan['dir'], f'{start + i:06d}.png'))
+                utils.save_png(image, os.path.join(plan['dir'], f'{start + i:06d}.png'))
         if 'grid' in plan:
             kept.append(images)
         if maps is not None:
@@ -599,10 +482,10 @@ def _write_samples(sampler, noise, plan, args):
     if 'grid' in plan:
         utils.save_image_grid(np.concatenate(kept), plan['grid'], args.columns)
     if 'gif' in plan:
-        frames_noise = interpolation_noise(noise, args.interpolate)
+        frames_noise = sampling.interpolation_noise(noise, args.interpolate)
         frames = utils.to_uint8(sampler(frames_noise)[0])
         save_gif(frames, plan['gif'], duration_ms=round(1000 / args.fps))
-        utils.save_png_atomic(interpolation_strip(frames, args.interpolate), plan['strip'])
+        utils.save_png(interpolation_strip(frames, args.interpolate), plan['strip'])
 
 
 def main(argv=None):
@@ -610,16 +493,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         run(args)
-    except (UsageError, utils.CheckpointError, utils.DataError) as e:
-        return _fail(e)
+    except (UsageError, checkpoints.CheckpointError) as e:
+        return cli.fail(e)
     except OSError as e:  # e.g. the disk filled up while writing
-        return _fail(f'{e.strerror or e}: {e.filename}' if e.filename else e)
+        return cli.fail(f'{e.strerror or e}: {e.filename}' if e.filename else e)
     return 0
-
-
-def _fail(message):
-    print(f'error: {" ".join(str(message).split())}', file=sys.stderr)
-    return 2
 
 
 if __name__ == '__main__':

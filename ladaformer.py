@@ -6,7 +6,7 @@ generator block has no residual around its MLP, and the self-modulated LayerNorm
 by gamma(z) itself, not 1 + gamma(z).
 
 Sub-layer attribute names (`wq`, `q_attn`, `norm1`, `mlp`, ...) are the names in the
-authors' checkpoints; `utils.checkpoint_variables` relies on them to read and write that format.
+authors' checkpoints; `checkpoints.checkpoint_variables` relies on them to read and write that format.
 
 Baseline attentions of related systems can replace the additive one in both blocks
 (config `g_attention` / `d_attention`, see `make_attention`), so that only the attention
@@ -24,6 +24,8 @@ each map is float32 and sums to 1 over the N tokens, so the same plots show all 
 import keras
 import tensorflow as tf
 from keras import layers
+
+import config
 
 KERNEL_INIT = 'orthogonal'  # every Dense/Conv/Embedding kernel in LadaGAN
 LN_EPSILON = 1e-6
@@ -331,7 +333,7 @@ def make_attention(kind, model_dim, n_heads, *, discriminator=False, n_latents=1
         layer = SimplexAttention if kind == 'simplex' else DuplexAttention
         return layer(model_dim, n_heads, n_latents, latent_dim,
                      latents='learned' if discriminator else 'noise')
-    raise ValueError(f"unknown attention {kind!r}; choose one of: lada, dot, l2, simplex, duplex")
+    raise ValueError(f"unknown attention {kind!r}; choose one of: {', '.join(config.ATTENTIONS)}")
 
 
 @keras.saving.register_keras_serializable(package='LadaGAN')

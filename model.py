@@ -8,6 +8,7 @@
 config dict (config.py). Attribute names follow the authors' checkpoints.
 """
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
@@ -231,3 +232,42 @@ def build_discriminator(config, name='discriminator', sync_batchnorm=False):
                          heads=config['d_heads'], sync_batchnorm=sync_batchnorm,
                          attention=config['d_attention'], n_latents=config['n_latents'],
                          latent_dim=config['latent_dim'], name=name)
+
+
+# ---------------------------------------------------------------------------------------
+# Model size
+# ---------------------------------------------------------------------------------------
+
+def count_parameters(model):
+    """(trainable, non_trainable) parameter counts."""
+    count = lambda weights: int(sum(np.prod(w.shape) for w in weights))
+    return count(model.trainable_weights), count(model.non_trainable_weights)
+
+
+def count_macs(model, input_shape):
+    """Multiply-accumulates of one forward pass on one sample, read off the traced graph.
+
+    Counts the matrix products and convolutions (MatMul, BatchMatMul, Einsum, Conv2D),
+    the way the LadaGAN README's "FLOPs" are counted; element-wise ops are not counted.
+    """
+    spec = tf.TensorSpec([1, *input_shape], tf.float32)
+    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
+    return sum(_op_macs(op) for op in graph.get_operations())
+
+
+def _op_macs(op):
+    if op.type in ('MatMul', 'BatchMatMulV2', 'BatchMatMulV3', 'BatchMatMul'):
+        a = op.inputs[0].shape.as_list()
+        adjoint = op.get_attr('transpose_a' if op.type == 'MatMul' else 'adj_x')
+        inner = a[-2] if adjoint else a[-1]
+        return int(np.prod(op.outputs[0].shape.as_list())) * inner
+    if op.type == 'Conv2D':
+        kh, kw, cin, _ = op.inputs[1].shape.as_list()
+        return int(np.prod(op.outputs[0].shape.as_list())) * kh * kw * cin
+    if op.type == 'Einsum':
+        inputs, _ = op.get_attr('equation').decode().split('->')
+        sizes = {}
+        for letters, tensor in zip(inputs.split(','), op.inputs):
+            sizes.update(zip(letters, tensor.shape.as_list()))
+        return int(np.prod(list(sizes.values())))
+    return 0

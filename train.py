@@ -10,21 +10,19 @@ A run writes into --model_dir: config.json, training-checkpoints/, best-training
 attention maps). Running the same command again resumes from the last checkpoint.
 """
 import argparse
+import dataclasses
 import json
-import math
 import os
 import sys
-import tempfile
-import time
+
+import cli
+import config  # plain Python: --help and argument errors come before TensorFlow loads
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_DIR = os.path.join(HERE, '.cache', 'shapes32')
-
-
-class TrainingError(Exception):
-    """A run that cannot start or go on; the message says what to do."""
+DEFAULT_DATA_PATTERN = os.path.join(DEFAULT_DATA_DIR, 'shape_*.png')  # data.make_shapes_dataset
 
 
 def parse_args(argv=None):
@@ -38,7 +36,7 @@ def parse_args(argv=None):
     parser.add_argument('--model_dir', default='model_1',
                         help='run directory: checkpoints, logs, images (default: model_1)')
     parser.add_argument('--preset', default=None,
-                        help='named config of config.py: ' + ', '.join(_preset_names()) +
+                        help='named config of config.py: ' + ', '.join(config.PRESETS) +
                              ' (default: config.py defaults, or demo for the generated data)')
     parser.add_argument('--set', dest='overrides', action='append', default=[],
                         metavar='KEY=VALUE',
@@ -76,7 +74,7 @@ def parse_args(argv=None):
     parser.add_argument('--tpu', default=None,
                         help="with --strategy tpu: 'local' on a TPU VM, else the TPU's name or "
                              'grpc:// address (default: $TPU_NAME, or found on Cloud TPU)')
-    parser.add_argument('--precision', default='fp32', choices=['fp32', 'bf16', 'fp16'],
+    parser.add_argument('--precision', default='fp32', choices=config.PRECISIONS,
                         help='compute precision (Keras mixed precision; weights, EMA, logits, '
                              'losses and R1 stay float32; fp16 adds loss scaling)')
     parser.add_argument('--grad_accum', type=int, default=1,
@@ -92,18 +90,13 @@ def parse_args(argv=None):
     return args
 
 
-def _preset_names():
-    import config
-    return list(config.PRESETS)
-
-
 def parse_overrides(pairs):
     """['batch_size=64', 'policy=color'] -> {'batch_size': 64, 'policy': 'color'}."""
     overrides = {}
     for pair in pairs:
         key, sep, text = pair.partition('=')
         if not sep or not key:
-            raise TrainingError(f"--set expects KEY=VALUE, got '{pair}'")
+            raise config.ConfigError(f"--set expects KEY=VALUE, got '{pair}'")
         try:
             overrides[key.strip()] = json.loads(text)
         except json.JSONDecodeError:
@@ -111,360 +104,75 @@ def parse_overrides(pairs):
     return overrides
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a train.py command asks for, with the defaults that depend on the data source
+    filled in. Resolving it reads nothing but the arguments and writes nothing."""
+    model_dir: str
+    file_pattern: str   # glob of the training images
+    eval_dir: str       # glob of the real images for FID
+    embedded: bool      # the generated shapes dataset (made before the run starts)
+    preset: str         # or None: config.py's defaults
+    total_iter: int
+    metrics_inter: int
+    fid_inter: int
+    asked: dict         # config values: the preset's, then those of --set
+
+
 def resolve_run(args):
-    """Fills the defaults that depend on the data source; returns the config values the
-    command asks for: those of the preset, then those of --set."""
-    import config
-    import utils
+    """The Plan of a command; raises config.ConfigError for an unknown preset or a bad --set."""
     embedded = args.file_pattern is None
-    if embedded:
-        args.preset = args.preset or 'demo'
-        print(f'No --file_pattern: training the {args.preset} preset on generated shapes '
-              f'({DEFAULT_DATA_DIR}).')
-        args.file_pattern = utils.make_shapes_dataset(DEFAULT_DATA_DIR)
-    args.eval_dir = args.eval_dir or args.file_pattern
+    preset = args.preset or ('demo' if embedded else None)
+    file_pattern = DEFAULT_DATA_PATTERN if embedded else args.file_pattern
     defaults = (600, 50, 300) if embedded else (1_000_000, 500, 5000)
-    for name, value in zip(('total_iter', 'metrics_inter', 'fid_inter'), defaults):
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    if args.preset is not None and args.preset not in config.PRESETS:
-        raise config.ConfigError(f"unknown preset '{args.preset}'; choose one of: "
-                                 f"{', '.join(config.PRESETS)}")
-    asked = dict(config.PRESETS[args.preset]) if args.preset else {}
-    asked.update(parse_overrides(args.overrides))
-    return asked
+    total_iter, metrics_inter, fid_inter = (
+        default if given is None else given
+        for given, default in zip((args.total_iter, args.metrics_inter, args.fid_inter),
+                                  defaults))
+    return Plan(model_dir=args.model_dir, file_pattern=file_pattern,
+                eval_dir=args.eval_dir or file_pattern, embedded=embedded, preset=preset,
+                total_iter=total_iter, metrics_inter=metrics_inter, fid_inter=fid_inter,
+                asked=config.requested(preset, parse_overrides(args.overrides)))
 
 
 def settle_config(model_dir, asked, override):
-    """The config of the run.
-
-    New run: config.py defaults + `asked`, written to config.json. Resume: config.json
-    decides; values asked for (preset, --set) that differ from it stop the run unless
-    `override`, which applies them and rewrites config.json.
-    """
-    import config
-    import utils
-    path = os.path.join(model_dir, utils.CONFIG_FILE)
-    if not os.path.exists(path):
-        conf = config.get_config(**asked)
-    else:
-        saved = utils.load_config(model_dir)
-        config.validate({**saved, **asked})
-        differing = sorted(k for k in asked if asked[k] != saved[k])
-        if not differing:
-            return saved
-        if not override:
-            details = ', '.join(f'{k}: {saved[k]!r} in config.json, {asked[k]!r} asked'
-                                for k in differing)
-            raise TrainingError(
-                f'{path} differs from the requested config ({details}). Resume with the '
-                f'same --preset/--set as the first run, use another --model_dir, or pass '
-                f'--override_config to go on with the requested values.')
-        print(f'--override_config: changing {differing} of {path}.')
-        conf = {**saved, **asked}
-    os.makedirs(model_dir, exist_ok=True)
-    utils.write_json_atomic(path, conf)
+    """The run's config: a new run's from config.py, a resumed run's from its config.json
+    (config.settle decides on differing values). Writes nothing."""
+    path = os.path.join(model_dir, config.CONFIG_FILE)
+    saved = config.load_run_config(model_dir) if os.path.exists(path) else None
+    conf, changed = config.settle(saved, asked, override)
+    if changed:
+        print(f'--override_config: changing {changed} of {path}.')
     return conf
-
-
-class Run:
-    """The training loop around trainer.LadaGAN: data, checkpoints, logs, FID, pictures."""
-
-    def __init__(self, args, conf):
-        import tensorflow as tf
-        import trainer
-        import utils
-        self.args, self.conf = args, conf
-        if args.seed is not None:
-            tf.keras.utils.set_random_seed(args.seed)
-        strategy = make_strategy(args.strategy, args.tpu)
-        self.is_chief = is_chief(strategy)
-        dataset = utils.make_dataset(args.file_pattern, conf['img_size'], conf['batch_size'],
-                                     antialias=conf['antialias'], seed=args.seed)
-        self.gan = trainer.LadaGAN(conf, jit_compile=args.jit, strategy=strategy,
-                                   precision=args.precision, grad_accum=args.grad_accum)
-        self.dataset = distribute_dataset(dataset, strategy)
-        if args.seed is not None:
-            self.gan.noise_rng.reset_from_seed(args.seed)
-        self.checkpoint = utils.make_checkpoint(**self.gan.checkpoint_objects())
-        # Every worker saves (as MultiWorkerMirroredStrategy requires); only the chief's
-        # files land in model_dir.
-        save_dir = args.model_dir if self.is_chief else tempfile.mkdtemp(prefix='ladagan-')
-        self.managers = {
-            name: tf.train.CheckpointManager(self.checkpoint, os.path.join(save_dir, subdir),
-                                             max_to_keep=args.max_ckpt_to_keep)
-            for name, subdir in (('regular', utils.TRAINING_DIR), ('best', utils.BEST_DIR))}
-        self.restore_dirs = [os.path.join(args.model_dir, subdir)
-                             for subdir in (utils.TRAINING_DIR, utils.BEST_DIR)]
-        self.log_dir = os.path.join(args.model_dir, 'log-dir')
-        self.writer = (tf.summary.create_file_writer(self.log_dir)
-                       if self.is_chief else tf.summary.create_noop_writer())
-        self.fid_monitor = (None if args.no_fid or not self.is_chief
-                            else self._make_fid_monitor())
-        self.sample_noise = tf.random.stateless_normal(
-            [25, conf['noise_dim']], seed=[conf['test_seed'], 0])
-
-    def _make_fid_monitor(self):
-        import fid
-        try:
-            return fid.InLoopFID(self.args.eval_dir, self.conf,
-                                 weights=self.args.inception_weights,
-                                 cache_dir=fid.DEFAULT_STATS_DIR)
-        except fid.FIDUnavailable as e:
-            print(f'FID off: {e}')
-            return None
-
-    def restore(self):
-        """Resumes from the newest regular checkpoint (else the best); returns start iter.
-
-        Only checkpoints recorded in a manager's state file count: that file is rewritten
-        atomically after a save completes, so a save cut short is never picked up."""
-        import utils
-        import tensorflow as tf
-        path = next(filter(None, map(tf.train.latest_checkpoint, self.restore_dirs)), None)
-        if not path:
-            print(f'Starting a new run in {self.args.model_dir}')
-            return 1
-        utils.restore_checkpoint(path, **self.gan.checkpoint_objects())
-        self.gan.apply_learning_rates()
-        n_images = int(self.gan.n_images.numpy())
-        start = n_images // self.conf['batch_size'] + 1
-        self._forget_logged_metrics_after(start - 1)
-        print(f'Resumed from {path} at {n_images:,} images (best FID '
-              f'{float(self.gan.best_fid.numpy()):.2f})')
-        return start
-
-    def _forget_logged_metrics_after(self, last_iter):
-        """Drops metrics.jsonl lines of iterations that the resumed run will redo."""
-        import utils
-        path = os.path.join(self.args.model_dir, 'metrics.jsonl')
-        if not self.is_chief or not os.path.exists(path):
-            return
-        with open(path) as f:
-            lines = [line for line in f if line.strip()]
-        kept = [line for line in lines if _logged_iter(line) <= last_iter]
-        if len(kept) < len(lines):
-            utils.write_text_atomic(path, ''.join(kept))
-
-    def train(self):
-        from tqdm import tqdm
-        start = self.restore()
-        total = self.args.total_iter
-        if start > total:
-            print(f'Already trained to iteration {start - 1} >= --total_iter {total}.')
-            return
-        batches = iter(self.dataset)
-        sums, count, tick = {}, 0, time.time()
-        bar = tqdm(range(start, total + 1), initial=start - 1, total=total, unit='it',
-                   dynamic_ncols=True, disable=not self.is_chief)
-        for idx in bar:
-            metrics = self.gan.train_step(next(batches))
-            self._stop_if_not_finite(metrics, idx)
-            for name, value in metrics.items():
-                sums[name] = sums.get(name, 0.0) + value
-            count += 1
-            if idx % self.args.metrics_inter == 0 or idx == total:
-                means = {name: value / count for name, value in sums.items()}
-                means['images_per_sec'] = count * self.conf['batch_size'] / (time.time() - tick)
-                self._log(idx, means)
-                bar.set_postfix({k: f'{means[k]:.3f}' for k in ('d_loss', 'g_loss', 'gp')}
-                                | {'img/s': f"{means['images_per_sec']:.0f}"})
-                sums, count, tick = {}, 0, time.time()
-            if idx % self.args.fid_inter == 0 or idx == total:
-                self.evaluate_and_save(idx)
-                tick = time.time()
-        bar.close()
-        self._say_where_the_results_are(total)
-
-    def _say_where_the_results_are(self, idx):
-        if not self.is_chief:
-            return
-        model_dir = self.args.model_dir
-        n_images = idx * self.conf['batch_size']
-        samples = self._picture_path('samples', n_images)
-        print(f'Done: {idx:,} iterations, {n_images:,} images.\n'
-              f'  samples:      {samples} (attention maps beside them)\n'
-              f'  TensorBoard:  tensorboard --logdir {self.log_dir}\n'
-              f'  more samples: python generate.py --model_dir {model_dir} --n 64 '
-              f'--out samples.png')
-
-    def _stop_if_not_finite(self, metrics, idx):
-        bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-        if bad:
-            raise TrainingError(
-                f'non-finite loss at iteration {idx} ({bad}); stopped without saving. The '
-                f'last good checkpoint is kept in {self.managers["regular"].directory}. '
-                f'Try a lower g_lr/d_lr or a higher gp_weight.')
-
-    def _stop_if_weights_not_finite(self, idx):
-        import tensorflow as tf
-        for net in (self.gan.generator, self.gan.ema_generator, self.gan.discriminator):
-            if not all(bool(tf.reduce_all(tf.math.is_finite(w))) for w in net.weights):
-                raise TrainingError(
-                    f'{net.name} has non-finite weights at iteration {idx}; stopped without '
-                    f'saving. The last good checkpoint is kept in '
-                    f'{self.managers["regular"].directory}.')
-
-    def _log(self, idx, means):
-        import tensorflow as tf
-        if not self.is_chief:
-            return
-        n_images = idx * self.conf['batch_size']
-        with self.writer.as_default():
-            for name, value in means.items():
-                tf.summary.scalar(name, value, step=n_images)
-        self.writer.flush()
-        with open(os.path.join(self.args.model_dir, 'metrics.jsonl'), 'a') as f:
-            f.write(json.dumps({'iter': idx, 'n_images': n_images, **means}) + '\n')
-
-    def evaluate_and_save(self, idx):
-        """FID, pictures and checkpoints, as the authors: best first when FID improved."""
-        import tensorflow as tf
-        from tqdm import tqdm
-        n_images = idx * self.conf['batch_size']
-        self._stop_if_weights_not_finite(idx)
-        fid_value = self._compute_fid()
-        if self.is_chief:
-            self._save_pictures(n_images)
-        self.gan.n_images.assign(n_images)
-        improved = fid_value is None or fid_value < float(self.gan.best_fid.numpy())
-        if fid_value is not None:
-            self.gan.fid.assign(fid_value)
-            with self.writer.as_default():
-                tf.summary.scalar('FID', fid_value, step=n_images)
-            if improved:
-                self.gan.best_fid.assign(fid_value)
-        if improved:
-            self.managers['best'].save(checkpoint_number=n_images)
-        self.managers['regular'].save(checkpoint_number=n_images)
-        fid_text = 'off' if fid_value is None else f'{fid_value:.2f}'
-        tqdm.write(f'[{n_images:,} images] FID {fid_text}; checkpoint ckpt-{n_images}'
-              + (' (best)' if improved else ''))
-
-    def _compute_fid(self):
-        if self.fid_monitor is None:
-            return None
-        return self.fid_monitor(self.gan.ema_generator)
-
-    def _save_pictures(self, n_images):
-        """PNGs in images/, shown in TensorBoard's image tab too."""
-        import tensorflow as tf
-        import utils
-        images, attention = self.gan.ema_generator(self.sample_noise, training=False)
-        paths = {kind: self._picture_path(kind, n_images) for kind in ('samples', 'attention')}
-        utils.save_image_grid(images, paths['samples'])
-        utils.save_attention_maps(images[:4], [a[:4] for a in attention], paths['attention'])
-        with self.writer.as_default():
-            for kind, path in paths.items():
-                png = tf.io.decode_png(tf.io.read_file(path))
-                tf.summary.image(kind, png[None], step=n_images)
-        self.writer.flush()
-
-    def _picture_path(self, kind, n_images):
-        """images/samples-<n_images>.png or images/attention-<n_images>.png."""
-        return os.path.join(self.args.model_dir, 'images', f'{kind}-{n_images:09d}.png')
-
-
-def make_strategy(name, tpu=None):
-    """The tf.distribute strategy of --strategy; a setup that cannot work raises
-    TrainingError instead of a traceback from inside TensorFlow."""
-    import tensorflow as tf
-    if name == 'mirrored':
-        return tf.distribute.MirroredStrategy()
-    if name == 'multiworker':
-        check_tf_config(os.environ.get('TF_CONFIG'))
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == 'tpu':
-        return tpu_strategy(tpu)
-    return tf.distribute.get_strategy()
-
-
-def check_tf_config(text):
-    """Checks what MultiWorkerMirroredStrategy reads from TF_CONFIG: a cluster of job
-    names -> host:port lists, and this process's task as one of its entries."""
-    see = 'see "Scaling up" in README.md for a two-worker example'
-    if not text:
-        raise TrainingError(f'--strategy multiworker needs the TF_CONFIG environment variable '
-                            f'({see})')
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise TrainingError(f'TF_CONFIG is not valid JSON ({e}); {see}') from None
-    cluster = spec.get('cluster') if isinstance(spec, dict) else None
-    task = spec.get('task') if isinstance(spec, dict) else None
-    if not isinstance(cluster, dict) or not cluster or not isinstance(task, dict):
-        raise TrainingError('TF_CONFIG needs "cluster" ({"worker": ["host:port", ...]}) and '
-                            f'"task" ({{"type": "worker", "index": i}}); {see}')
-    hosts = cluster.get(task.get('type'))
-    index = task.get('index')
-    if not isinstance(hosts, list) or not isinstance(index, int) or not 0 <= index < len(hosts):
-        raise TrainingError(f'TF_CONFIG task {json.dumps(task)} is not an entry of its cluster '
-                            f'{json.dumps(cluster)}: "type" must be one of its job names and '
-                            f'"index" a position in that job\'s list; {see}')
-
-
-def tpu_strategy(tpu):
-    import tensorflow as tf
-    try:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-    except (ValueError, RuntimeError, ImportError, tf.errors.OpError) as e:
-        raise TrainingError(
-            f'--strategy tpu found no TPU ({_first_line(e)}). On a TPU VM pass '
-            f'--tpu local; for a TPU node pass --tpu NAME or set TPU_NAME.') from None
-    return tf.distribute.TPUStrategy(resolver)
-
-
-def _first_line(error):
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
-def is_chief(strategy):
-    """True on the worker that writes checkpoints, logs and pictures."""
-    resolver = getattr(strategy, 'cluster_resolver', None)
-    if resolver is None or not resolver.task_type:
-        return True
-    has_chief = 'chief' in resolver.cluster_spec().as_dict()
-    return resolver.task_type == 'chief' or (
-        not has_chief and resolver.task_type == 'worker' and resolver.task_id == 0)
-
-
-def distribute_dataset(dataset, strategy):
-    """Per-replica slices of each global batch; with several workers, each worker keeps
-    every n-th batch element (DATA sharding: works for any number of files)."""
-    import tensorflow as tf
-    if strategy.num_replicas_in_sync == 1:
-        return dataset
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return strategy.experimental_distribute_dataset(dataset.with_options(options))
-
-
-def _logged_iter(line):
-    try:
-        return json.loads(line)['iter']
-    except (ValueError, KeyError, TypeError):
-        return math.inf  # a line cut by a kill: drop it
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        import config
-        import fid
-        import utils
-        asked = resolve_run(args)
-        conf = settle_config(args.model_dir, asked, args.override_config)
-        Run(args, conf).train()
+        plan = resolve_run(args)
+        conf = settle_config(plan.model_dir, plan.asked, args.override_config)
+    except config.ConfigError as e:
+        return cli.fail(e)
+    import checkpoints  # TensorFlow from here on
+    import data
+    import fid
+    import loop
+    try:
+        if plan.embedded:
+            print(f'No --file_pattern: training the {plan.preset} preset on generated shapes '
+                  f'({DEFAULT_DATA_DIR}).')
+            data.make_shapes_dataset(DEFAULT_DATA_DIR)
+        run = loop.Run(args, plan, conf)  # checks the data and the model; writes nothing
+        start = run.restore()
+        run.write_config()
+        run.train(start)
     except KeyboardInterrupt:
         print('\nInterrupted; rerun the same command to resume from the last checkpoint.',
               file=sys.stderr)
         return 130
-    except (TrainingError, config.ConfigError, utils.CheckpointError, utils.DataError,
-            fid.FIDError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    except (loop.TrainingError, config.ConfigError, checkpoints.CheckpointError,
+            data.DataError, fid.FIDError) as e:
+        return cli.fail(e)
     return 0
 
 

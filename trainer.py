@@ -13,8 +13,8 @@ import tensorflow as tf
 
 import config as config_lib
 import diffaug
+import checkpoints
 import model as model_lib
-import utils
 
 METRIC_NAMES = ('g_loss', 'd_loss', 'gp', 'd_total', 'real_acc', 'fake_acc', 'cr')
 
@@ -40,6 +40,7 @@ def hinge_g_loss(fake_logits):
     return -tf.reduce_mean(fake_logits)
 
 
+# One entry per name of config.LOSSES / config.PRECISIONS (tests/test_config.py checks).
 LOSSES = {'nsl': (nsl_d_loss, nsl_g_loss), 'hinge': (hinge_d_loss, hinge_g_loss)}
 
 
@@ -114,7 +115,7 @@ class LadaGAN:
         self.grad_accum = grad_accum
         if precision not in PRECISION_POLICIES:
             raise config_lib.ConfigError(
-                f"invalid precision {precision!r}: must be one of {list(PRECISION_POLICIES)}")
+                f"invalid precision {precision!r}: must be one of {list(config_lib.PRECISIONS)}")
         self.precision = precision
         c = self.config
         if c['batch_size'] % (self.n_replicas * grad_accum):
@@ -149,13 +150,13 @@ class LadaGAN:
 
     # --- checkpoints ----------------------------------------------------------------------
     def checkpoint_objects(self):
-        """Objects for utils.make_checkpoint, under the authors' checkpoint names."""
+        """Objects for checkpoints.make_checkpoint, under the authors' checkpoint names."""
         return {
-            'g_optimizer': utils.optimizer_variables(self.g_optimizer, self.generator),
-            'd_optimizer': utils.optimizer_variables(self.d_optimizer, self.discriminator),
-            'generator': utils.checkpoint_variables(self.generator),
-            'ema_generator': utils.checkpoint_variables(self.ema_generator),
-            'discriminator': utils.checkpoint_variables(self.discriminator),
+            'g_optimizer': checkpoints.optimizer_variables(self.g_optimizer, self.generator),
+            'd_optimizer': checkpoints.optimizer_variables(self.d_optimizer, self.discriminator),
+            'generator': checkpoints.checkpoint_variables(self.generator),
+            'ema_generator': checkpoints.checkpoint_variables(self.ema_generator),
+            'discriminator': checkpoints.checkpoint_variables(self.discriminator),
             'n_images': self.n_images, 'fid': self.fid, 'best_fid': self.best_fid,
         }
 

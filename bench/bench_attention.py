@@ -9,7 +9,7 @@ LayerNorms; model_dim 64, 2 heads, MLP 128, batch 1 by default) measured in a fr
 subprocess, so that memory readings do not mix:
 - params: trainable parameters of the block;
 - MACs: multiply-accumulates of one forward pass, read off the traced graph (matrix
-  products and convolutions, as utils.count_macs counts them);
+  products and convolutions, as model.count_macs counts them);
 - memory: growth of the process' peak resident set (ru_maxrss) over one forward+backward
   run as a plain TF graph, above the level reached after building the block and running
   it on 16 tokens: the tensors the step keeps alive, plus allocator slack;
@@ -79,8 +79,9 @@ def measure_point(kind, n_tokens, args):
     """{'params', 'macs', 'memory_mb', 'seconds'} of one block; runs in a subprocess."""
     import numpy as np
     import tensorflow as tf
+
     import ladaformer
-    import utils
+    import model
     block = ladaformer.Ladaformer(args.dim, args.heads, 2 * args.dim, attention=kind)
     block.build((None, n_tokens, args.dim))
     x = tf.constant(np.random.default_rng(0).standard_normal(
@@ -100,7 +101,7 @@ def measure_point(kind, n_tokens, args):
 
     spec = tf.TensorSpec([args.batch, n_tokens, args.dim], tf.float32)
     graph = tf.function(lambda t: block(t)).get_concrete_function(spec).graph
-    macs = sum(utils._op_macs(op) for op in graph.get_operations())
+    macs = sum(model._op_macs(op) for op in graph.get_operations())
 
     xla_step = tf.function(forward_backward, jit_compile=True)
     [g.numpy() for g in xla_step(x)]
@@ -209,6 +210,7 @@ def plot_scaling(results, path):
 
 def train_step_lines(args):
     import numpy as np
+
     import config
     import trainer
     batch = 8

@@ -12,8 +12,7 @@ difference between their EMA samples is the warm-up's. The SWD of each run's raw
 it the EMA of a short run still holds 0.999^iters of its starting weights. The floor is
 the SWD between two disjoint sets of real images.
 """
-from bench_precision import ema_and_raw_swd, real_images, run_parser, train
-from common import record
+from common import ema_and_raw_swd, real_images, record, run_parser, train
 
 
 def parse_args(argv=None):

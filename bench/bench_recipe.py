@@ -15,8 +15,7 @@ effect from noise.
 """
 import shlex
 
-from bench_precision import ema_and_raw_swd, real_images, run_parser, run_summary, train
-from common import record
+from common import ema_and_raw_swd, real_images, record, run_parser, run_summary, train
 
 
 def parse_args(argv=None):

@@ -35,8 +35,7 @@ import sys
 import tempfile
 import time
 
-from bench_train import fixed_batch
-from common import record
+from common import fixed_batch, record
 
 HERE = os.path.abspath(__file__)
 
@@ -87,6 +86,7 @@ def make_gan_and_batch(preset, batch_size, jit_compile=True):
     """A seeded LadaGAN (the same weights in every process) and fixed (images, noise_d,
     noise_g)."""
     import keras
+
     import config
     import trainer
     conf = config.get_config(preset, batch_size=batch_size)
@@ -165,7 +165,8 @@ def step_pieces(gan):
 
 def breakdown(preset, args):
     import tensorflow as tf
-    import utils
+
+    import model
     gan, conf, (images, noise_d, noise_g) = make_gan_and_batch(preset, args.batch_size)
     inputs = {'x': tf.constant(images), 'd': tf.constant(noise_d), 'g': tf.constant(noise_g)}
     calls = {name: (tf.function(fn, jit_compile=True), [inputs[k] for k in takes])
@@ -175,8 +176,8 @@ def breakdown(preset, args):
     print(f'  {preset}: compiling and timing {len(calls)} pieces', flush=True)
     times = interleaved_medians(calls, args.steps)
     size, b = conf['img_size'], args.batch_size
-    flops = {'G forward': 2 * b * utils.count_macs(gan.generator, (conf['noise_dim'],)),
-             'D forward': 2 * b * utils.count_macs(gan.discriminator, (size, size, 3))}
+    flops = {'G forward': 2 * b * model.count_macs(gan.generator, (conf['noise_dim'],)),
+             'D forward': 2 * b * model.count_macs(gan.discriminator, (size, size, 3))}
     peak = matmul_peak_gflops(args.steps)
     whole = times['whole step, one XLA function']
     parts = []

@@ -23,7 +23,7 @@ graphs (XLA cannot compile their cross-device reductions), so compare them with 
 one-device graph step (--no-jit). On a 2-core CPU two replicas cannot be faster than
 one: the ratio shows the cost of the distribution machinery.
 
---pipeline also measures the images/s that utils.make_dataset delivers alone, on the
+--pipeline also measures the images/s that data.make_dataset delivers alone, on the
 embedded shapes dataset (.cache/shapes32, made if missing): first pass (decoding) and
 steady state (decoded images cached in memory), against the fastest variant's step.
 
@@ -38,10 +38,9 @@ import os
 import statistics
 import time
 
-from common import record
+from common import ROOT, fixed_batch, record
 
 MODES = {'xla': True, 'graph': False}
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None):
@@ -130,17 +129,6 @@ def timed_step(gan, images, noise_d, noise_g):
     return time.perf_counter() - start
 
 
-def fixed_batch(conf, seed):
-    """(images, noise_d, noise_g) of one global batch, the same for every variant."""
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    size, batch, noise_dim = conf['img_size'], conf['batch_size'], conf['noise_dim']
-    images = rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
-    noise_d = rng.standard_normal((batch, noise_dim)).astype(np.float32)
-    noise_g = rng.standard_normal((batch, noise_dim)).astype(np.float32)
-    return images, noise_d, noise_g
-
-
 def bench_preset(preset, args):
     """{label: {'first', 'steps', 'median'}} of every variant, measured in lockstep."""
     import config
@@ -180,13 +168,13 @@ def format_lines(preset, args, result):
 
 
 def pipeline_line(args, step_images_per_sec):
-    """Images/s of utils.make_dataset alone on the embedded shapes: decode, then cached."""
+    """Images/s of data.make_dataset alone on the embedded shapes: decode, then cached."""
     import config
-    import utils
+    import data
     data_dir = os.path.join(ROOT, '.cache', 'shapes32')
-    pattern = utils.make_shapes_dataset(data_dir)
+    pattern = data.make_shapes_dataset(data_dir)
     conf = config.get_config('tiny')
-    dataset = utils.make_dataset(pattern, conf['img_size'], args.batch_size, seed=args.seed)
+    dataset = data.make_dataset(pattern, conf['img_size'], args.batch_size, seed=args.seed)
     batches = iter(dataset)
     per_epoch = dataset.n_files // args.batch_size
     rates = []
@@ -195,7 +183,7 @@ def pipeline_line(args, step_images_per_sec):
         for _ in range(per_epoch):
             next(batches)
         rates.append(per_epoch * args.batch_size / (time.perf_counter() - start))
-    return (f'input pipeline alone (utils.make_dataset, {dataset.n_files} shapes PNGs, '
+    return (f'input pipeline alone (data.make_dataset, {dataset.n_files} shapes PNGs, '
             f'batch {args.batch_size}): first pass {rates[0]:.0f} img/s, cached '
             f'{rates[1]:.0f} img/s = {rates[0] / step_images_per_sec:.0f}x and '
             f'{rates[1] / step_images_per_sec:.0f}x the fastest step above '

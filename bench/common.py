@@ -1,10 +1,18 @@
-"""Shared helpers of the bench scripts: machine description and RESULTS.md lines."""
+"""Shared helpers of the bench scripts: machine description and RESULTS.md lines, a fixed
+training batch, and the short training runs compared by SWD (bench_precision, bench_ema,
+bench_recipe)."""
+import argparse
 import datetime
+import glob
+import json
+import math
 import os
 import platform
+import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'RESULTS.md')
@@ -28,3 +36,83 @@ def record(script, lines):
     print(text)
     with open(RESULTS, 'a') as f:
         f.write(text)
+
+
+def fixed_batch(conf, seed):
+    """(images, noise_d, noise_g) of one global batch, the same for every variant."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    size, batch, noise_dim = conf['img_size'], conf['batch_size'], conf['noise_dim']
+    images = rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+    noise_d = rng.standard_normal((batch, noise_dim)).astype(np.float32)
+    noise_g = rng.standard_normal((batch, noise_dim)).astype(np.float32)
+    return images, noise_d, noise_g
+
+
+# ---------------------------------------------------------------------------------------
+# Short training runs of the embedded default, compared by SWD
+# ---------------------------------------------------------------------------------------
+
+def run_parser(doc, work_subdir):
+    """The options of the benches that train the embedded default and compare by SWD."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--iters', type=int, default=600,
+                        help='training iterations per run (default 600, the embedded default)')
+    parser.add_argument('--n_images', type=int, default=1000,
+                        help='samples and real images compared per run (default 1000)')
+    parser.add_argument('--work_dir', default=os.path.join(ROOT, '.cache', work_subdir),
+                        help=f'where the runs are written (default .cache/{work_subdir})')
+    parser.add_argument('--record', action='store_true',
+                        help='append the results to bench/RESULTS.md')
+    return parser
+
+
+def train(name, flags, args):
+    """Runs `train.py FLAGS` for args.iters iterations in work_dir/NAME-ITERS (reused when
+    that run is complete) and returns the directory."""
+    model_dir = os.path.join(args.work_dir, f'{name}-{args.iters}')
+    command = [sys.executable, os.path.join(ROOT, 'train.py'), '--model_dir', model_dir,
+               '--total_iter', str(args.iters), '--fid_inter', str(args.iters), '--no_fid',
+               *flags]
+    print(f'training {name} -> {model_dir}', flush=True)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        sys.exit(f'{name} failed:\n{result.stderr[-2000:]}')
+    return model_dir
+
+
+def run_summary(model_dir):
+    logged = [json.loads(line) for line in open(os.path.join(model_dir, 'metrics.jsonl'))]
+    finite = all(math.isfinite(entry[k]) for entry in logged
+                 for k in ('d_loss', 'g_loss', 'gp'))
+    speed = sum(entry['images_per_sec'] for entry in logged) / len(logged)
+    return finite, speed
+
+
+def samples(model_dir, n, ema=True):
+    import numpy as np
+
+    import checkpoints
+    import utils
+    generator = checkpoints.load_generator(model_dir, ema=ema)
+    noise = np.random.default_rng(123).standard_normal((n, generator.noise_dim))
+    images = [generator(noise[i:i + 100].astype(np.float32), training=False)[0]
+              for i in range(0, n, 100)]
+    return utils.to_uint8(np.concatenate(images))
+
+
+def ema_and_raw_swd(real, model_dir, n):
+    """SWD x1e3 to the real images of n samples of the run's EMA generator and of its raw G."""
+    import metrics
+    return tuple(metrics.swd(real, samples(model_dir, n, ema=ema))['swd'] for ema in (True, False))
+
+
+def real_images(n):
+    import numpy as np
+    from PIL import Image
+    files = sorted(glob.glob(os.path.join(ROOT, '.cache', 'shapes32', '*.png')))
+    if len(files) < 2 * n:
+        sys.exit(f'need {2 * n} shapes images in .cache/shapes32 (run python train.py once)')
+    load = lambda paths: np.stack([np.asarray(Image.open(p).convert('RGB')) for p in paths])
+    return load(files[:n]), load(files[n:2 * n])

@@ -16,15 +16,14 @@ def main():
     args = parser.parse_args()
     import config
     import model
-    import utils
     lines = []
     for preset in config.PRESETS:
         conf = config.get_config(preset)
         g = model.build_generator(conf)
         d = model.build_discriminator(conf)
-        g_train, g_fixed = utils.count_parameters(g)
-        d_train, d_fixed = utils.count_parameters(d)
-        macs = utils.count_macs(g, (conf['noise_dim'],))
+        g_train, g_fixed = model.count_parameters(g)
+        d_train, d_fixed = model.count_parameters(d)
+        macs = model.count_macs(g, (conf['noise_dim'],))
         lines.append(f'{preset}: G {g_train + g_fixed:,} params ({g_fixed:,} non-trainable), '
                      f'{macs / 1e9:.3f} GMAC/image; D {d_train:,} trainable + {d_fixed:,} '
                      f'BatchNorm statistics')

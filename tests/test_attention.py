@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoints
 import config
 import ladaformer
 import model
-import utils
 
 B, N, D, HEADS, K, LATENT = 2, 5, 8, 2, 3, 4
 NOISE = 6
@@ -218,7 +218,7 @@ def attention_gradients(net, loss_fn):
     with tf.GradientTape() as tape:
         loss = loss_fn()
     # Paths as in the checkpoints: block_8/attn/wq/kernel, ...
-    named = {path: w for path, w in utils.checkpoint_variables(net).items()
+    named = {path: w for path, w in checkpoints.checkpoint_variables(net).items()
              if '/attn/' in path and w.trainable}
     return list(named), tape.gradient(loss, list(named.values()))
 

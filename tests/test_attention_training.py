@@ -12,17 +12,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from test_train import run_train, saved_checkpoints
 
+import checkpoints
 import config
+import data
 import utils
-from test_train import checkpoints, run_train
 
 KINDS = config.ATTENTIONS
 
 
 @pytest.fixture(scope='module')
 def shapes(tmp_path_factory):
-    return utils.make_shapes_dataset(str(tmp_path_factory.mktemp('shapes')), n_images=64)
+    return data.make_shapes_dataset(str(tmp_path_factory.mktemp('shapes')), n_images=64)
 
 
 def train_variant(kind, shapes, model_dir, *extra):
@@ -34,8 +36,8 @@ def train_variant(kind, shapes, model_dir, *extra):
 
 
 def assert_generator_redraws_its_samples(model_dir, n_images):
-    conf = utils.load_config(model_dir)
-    generator = utils.load_generator(model_dir)
+    conf = config.load_run_config(model_dir)
+    generator = checkpoints.load_generator(model_dir)
     noise = tf.random.stateless_normal([25, conf['noise_dim']], seed=[conf['test_seed'], 0])
     images, attention = generator(noise, training=False)
     redrawn = utils.image_grid(utils.to_uint8(images)).astype(int)
@@ -55,9 +57,9 @@ def test_each_attention_trains_a_few_steps_and_restores(kind, shapes, tmp_path):
     assert [entry['iter'] for entry in logged] == [1, 2]
     saved = json.load(open(os.path.join(model_dir, 'config.json')))
     assert (saved['g_attention'], saved['d_attention']) == (kind, kind)
-    assert checkpoints(model_dir) == [16]
+    assert saved_checkpoints(model_dir) == [16]
     assert_generator_redraws_its_samples(model_dir, 16)
-    utils.load_discriminator(model_dir)  # raises if any of its weights is missing
+    checkpoints.load_discriminator(model_dir)  # raises if any of its weights is missing
 
 
 @pytest.mark.slow
@@ -69,5 +71,5 @@ def test_each_attention_trains_300_steps_without_nan(kind, shapes, tmp_path):
     assert [entry['iter'] for entry in logged] == list(range(25, 301, 25))
     for entry in logged:
         assert all(math.isfinite(entry[k]) for k in ('d_loss', 'g_loss', 'gp')), entry
-    assert checkpoints(model_dir) == [150 * 32, 300 * 32]
+    assert saved_checkpoints(model_dir) == [150 * 32, 300 * 32]
     assert_generator_redraws_its_samples(model_dir, 300 * 32)

@@ -59,3 +59,62 @@ def test_authors_config_json_loads_with_our_defaults_for_new_keys():
     saved = {k: v for k, v in config.DEFAULTS.items() if k not in config.OUR_KEYS}
     c = config.from_saved(saved)
     assert c['ema_init'] == 'copy' and c['antialias'] is False and c['ema_warmup'] is False
+
+
+# --- one list of names, every name builds ------------------------------------------------------
+
+def test_every_listed_name_has_a_builder():
+    import diffaug
+    import ladaformer
+    import tensorflow as tf
+    import trainer
+    assert tuple(trainer.LOSSES) == config.LOSSES
+    assert tuple(trainer.PRECISION_POLICIES) == config.PRECISIONS
+    assert tuple(diffaug.AUGMENT_FNS) == config.POLICY_OPS
+    x = tf.zeros([2, 16, 16, 3])
+    for op in config.POLICY_OPS:
+        assert diffaug.diff_augment(x, op).shape == x.shape
+    for kind in config.ATTENTIONS:
+        layer = ladaformer.make_attention(kind, 8, 2)
+        assert isinstance(layer, tf.keras.layers.Layer), kind
+    for loss in config.LOSSES:
+        d_loss, g_loss = trainer.LOSSES[loss]
+        assert all(tf.math.is_finite(v) for v in (d_loss(tf.ones([2, 3]), tf.zeros([2, 3])),
+                                                  g_loss(tf.ones([2, 3]))))
+    for precision in config.PRECISIONS:
+        with trainer._dtype_policy(trainer.PRECISION_POLICIES[precision]):
+            pass
+
+
+# --- a run's config: new, resumed, overridden ------------------------------------------------
+
+def test_settle_a_new_run_takes_the_defaults_and_the_asked_values():
+    conf, changed = config.settle(None, {'batch_size': 8})
+    assert conf == config.get_config(batch_size=8) and changed == []
+
+
+def test_settle_a_resumed_run_keeps_its_saved_config():
+    saved = config.get_config('tiny')
+    assert config.settle(saved, {'batch_size': saved['batch_size']}) == (saved, [])
+    with pytest.raises(config.ConfigError, match=r"batch_size: 32 in config.json, 8 asked.*"
+                                                 r"--override_config"):
+        config.settle(saved, {'batch_size': 8, 'g_lr': saved['g_lr']})
+    conf, changed = config.settle(saved, {'batch_size': 8}, override=True)
+    assert conf == {**saved, 'batch_size': 8} and changed == ['batch_size']
+    with pytest.raises(config.ConfigError, match='img_size=48'):
+        config.settle(saved, {'img_size': 48}, override=True)
+
+
+def test_requested_values_are_the_preset_then_the_overrides():
+    assert config.requested('tiny', {'batch_size': 4}) == {**config.PRESETS['tiny'],
+                                                          'batch_size': 4}
+    with pytest.raises(config.ConfigError, match="unknown preset 'nope'"):
+        config.requested('nope')
+
+
+def test_load_run_config_names_the_problem(tmp_path):
+    with pytest.raises(config.ConfigError, match='config.json not found'):
+        config.load_run_config(str(tmp_path))
+    (tmp_path / 'config.json').write_text('{"img_size": 48}')
+    with pytest.raises(config.ConfigError, match='img_size=48'):
+        config.load_run_config(str(tmp_path))

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import utils
+import data
 
 
 def _scaled(values):
@@ -23,7 +23,7 @@ def _random_rgb(h, w, seed=0):
 
 
 def _decode(path, img_size, **kwargs):
-    image = utils.decode_image(str(path), img_size, **kwargs)
+    image = data.decode_image(str(path), img_size, **kwargs)
     assert image.shape == (img_size, img_size, 3)
     assert image.dtype == tf.float32
     image = image.numpy()
@@ -212,8 +212,8 @@ def test_decode_image_accepts_bytes_and_path_objects(tmp_path):
     rgb = _random_rgb(4, 4, seed=11)
     path = tmp_path / 'x.png'
     _save(rgb, path)
-    np.testing.assert_array_equal(utils.decode_image(path.read_bytes(), 4).numpy(), _scaled(rgb))
-    np.testing.assert_array_equal(utils.decode_image(path, 4).numpy(), _scaled(rgb))
+    np.testing.assert_array_equal(data.decode_image(path.read_bytes(), 4).numpy(), _scaled(rgb))
+    np.testing.assert_array_equal(data.decode_image(path, 4).numpy(), _scaled(rgb))
 
 
 def test_mixed_formats_and_sizes_make_one_dataset(tmp_path):
@@ -227,7 +227,7 @@ def test_mixed_formats_and_sizes_make_one_dataset(tmp_path):
     _save(Image.fromarray(rng.integers(0, 256, (7, 3, 3), dtype=np.uint8)).convert('P'), d / 'e.gif')
     _save(Image.fromarray(rng.integers(0, 65536, (4, 9)).astype(np.uint16)), d / 'f.png')
     _save(rng.integers(0, 256, (12, 8, 4), dtype=np.uint8), d / 'g.webp')
-    ds = utils.make_dataset(str(d), 16, 7, repeat=False)
+    ds = data.make_dataset(str(d), 16, 7, repeat=False)
     assert ds.n_files == 7
     batches = [b.numpy() for b in ds]
     assert len(batches) == 1 and batches[0].shape == (7, 16, 16, 3) and batches[0].dtype == np.float32
@@ -243,66 +243,66 @@ def test_list_image_files_recursive_sorted_any_case(tmp_path):
     for name in ('b.JPG', 'a.png', 'sub/c.Jpeg', 'sub/deeper/d.bmp', 'sub/e.GIF', 'notes.txt', 'f.WebP'):
         (tmp_path / name).write_bytes(b'x')
     expected = sorted(str(tmp_path / n) for n in ('b.JPG', 'a.png', 'sub/c.Jpeg', 'sub/deeper/d.bmp', 'sub/e.GIF', 'f.WebP'))
-    assert utils.list_image_files(str(tmp_path)) == expected
-    assert utils.list_image_files(tmp_path) == expected  # os.PathLike
-    assert utils.list_image_files(str(tmp_path / '**' / '*')) == expected
-    assert utils.list_image_files(str(tmp_path / '*.png')) == [str(tmp_path / 'a.png')]
+    assert data.list_image_files(str(tmp_path)) == expected
+    assert data.list_image_files(tmp_path) == expected  # os.PathLike
+    assert data.list_image_files(str(tmp_path / '**' / '*')) == expected
+    assert data.list_image_files(str(tmp_path / '*.png')) == [str(tmp_path / 'a.png')]
 
 
 def test_images_tensorflow_cannot_decode_are_left_out_with_a_warning(tmp_path):
     _solid_pngs(tmp_path, 2)
     for name in ('scan.tif', 'photo.HEIC', 'notes.txt'):
         (tmp_path / name).write_bytes(b'x')
-    with pytest.warns(utils.DataWarning, match=r'Leaving out 2 images .*photo\.HEIC.*convert them'):
-        files = utils.list_image_files(str(tmp_path))
+    with pytest.warns(data.DataWarning, match=r'Leaving out 2 images .*photo\.HEIC.*convert them'):
+        files = data.list_image_files(str(tmp_path))
     assert [os.path.basename(f) for f in files] == ['000.png', '001.png']
 
 
 def test_only_images_tensorflow_cannot_decode_raises_saying_to_convert(tmp_path):
     (tmp_path / 'scan.tiff').write_bytes(b'x')
     for pattern in (str(tmp_path), str(tmp_path / '*')):
-        with pytest.raises(utils.DataError, match=r'only images in formats .*scan\.tiff.*convert'):
-            utils.list_image_files(pattern)
+        with pytest.raises(data.DataError, match=r'only images in formats .*scan\.tiff.*convert'):
+            data.list_image_files(pattern)
 
 
 def test_glob_matching_nothing_raises_with_the_pattern(tmp_path):
     pattern = str(tmp_path / 'nothing_here' / '*.png')
-    with pytest.raises(utils.DataError, match='nothing_here'):
-        utils.list_image_files(pattern)
-    with pytest.raises(utils.DataError, match='nothing_here'):
-        utils.make_dataset(pattern, 8, 2)
+    with pytest.raises(data.DataError, match='nothing_here'):
+        data.list_image_files(pattern)
+    with pytest.raises(data.DataError, match='nothing_here'):
+        data.make_dataset(pattern, 8, 2)
 
 
 def test_empty_pattern_raises(tmp_path):
-    with pytest.raises(utils.DataError, match="''"):
-        utils.list_image_files('')
+    with pytest.raises(data.DataError, match="''"):
+        data.list_image_files('')
 
 
 def test_glob_matching_only_non_images_raises_with_the_pattern(tmp_path):
     (tmp_path / 'a.txt').write_text('hello')
-    with pytest.raises(utils.DataError, match=r"a\.txt' matches 1 files but no image"):
-        utils.list_image_files(str(tmp_path / 'a.txt'))
+    with pytest.raises(data.DataError, match=r"a\.txt' matches 1 files but no image"):
+        data.list_image_files(str(tmp_path / 'a.txt'))
 
 
 def test_directory_without_images_raises_with_its_name(tmp_path):
     d = tmp_path / 'no_images_dir'
     d.mkdir()
     (d / 'readme.txt').write_text('no images')
-    with pytest.raises(utils.DataError, match='no_images_dir.*no image files'):
-        utils.list_image_files(str(d))
-    with pytest.raises(utils.DataError, match='no_images_dir'):
-        utils.make_dataset(str(d), 8, 1)
+    with pytest.raises(data.DataError, match='no_images_dir.*no image files'):
+        data.list_image_files(str(d))
+    with pytest.raises(data.DataError, match='no_images_dir'):
+        data.make_dataset(str(d), 8, 1)
 
 
 def test_data_error_is_a_value_error():
-    assert issubclass(utils.DataError, ValueError)
+    assert issubclass(data.DataError, ValueError)
 
 
 def test_fewer_files_than_a_batch_raises_with_counts(tmp_path):
     _solid_pngs(tmp_path, 3)
-    with pytest.raises(utils.DataError, match=r'Only 3 usable .*batch_size=4.*lower batch_size'):
-        utils.make_dataset(str(tmp_path), 4, 4)
-    utils.make_dataset(str(tmp_path), 4, 3)  # exactly one batch is enough
+    with pytest.raises(data.DataError, match=r'Only 3 usable .*batch_size=4.*lower batch_size'):
+        data.make_dataset(str(tmp_path), 4, 4)
+    data.make_dataset(str(tmp_path), 4, 3)  # exactly one batch is enough
 
 
 # ---------------------------------------------------------------------------------------
@@ -313,13 +313,13 @@ def _bad_files(directory):
     """Files that look like images by name but cannot be decoded, keyed by a short tag."""
     os.makedirs(directory, exist_ok=True)
     jpeg = _save(_random_rgb(32, 32, seed=13), os.path.join(directory, 'full.jpg'))
-    data = open(jpeg, 'rb').read()
+    encoded = open(jpeg, 'rb').read()
     os.remove(jpeg)
     png = open(_save(_random_rgb(8, 8, seed=14), os.path.join(directory, 'full.png')), 'rb').read()
     os.remove(os.path.join(directory, 'full.png'))
     contents = {
         'text.jpg': b'this is not an image\n',
-        'truncated.jpg': data[:len(data) // 2],
+        'truncated.jpg': encoded[:len(encoded) // 2],
         'truncated.png': png[:len(png) - 20],
         'random.png': np.random.default_rng(15).integers(0, 256, 500, dtype=np.uint8).tobytes(),
         'empty.gif': b'',
@@ -340,8 +340,8 @@ def test_check_images_finds_every_kind_of_bad_file(tmp_path):
     good.append(_save(_random_rgb(8, 8), tmp_path / 'good' / 'ok.gif'))
     good.append(_save(_random_rgb(8, 8), tmp_path / 'good' / 'ok.bmp'))
     bad = sorted(_bad_files(tmp_path / 'bad').values())
-    with pytest.warns(utils.DataWarning):
-        found_good, found_bad = utils.check_images(good + bad)
+    with pytest.warns(data.DataWarning):
+        found_good, found_bad = data.check_images(good + bad)
     assert found_good == good
     assert sorted(found_bad) == bad
 
@@ -350,9 +350,9 @@ def _webp_bytes(tmp_path, frames=1):
     images = [Image.fromarray(_random_rgb(8, 8, seed=24 + i)) for i in range(frames)]
     path = tmp_path / f'{frames}_frames.webp'
     images[0].save(path, save_all=frames > 1, append_images=images[1:], duration=100)
-    data = path.read_bytes()
+    encoded = path.read_bytes()
     path.unlink()
-    return data
+    return encoded
 
 
 def test_check_images_flags_truncated_and_animated_webp(tmp_path):
@@ -361,15 +361,15 @@ def test_check_images_flags_truncated_and_animated_webp(tmp_path):
     still = _webp_bytes(tmp_path)
     files = {'still.webp': still, 'truncated.webp': still[:len(still) - 10],
              'header.webp': still[:16], 'animated.webp': _webp_bytes(tmp_path, frames=2)}
-    for name, data in files.items():
-        (tmp_path / name).write_bytes(data)
-    assert utils._image_file_problem(str(tmp_path / 'still.webp')) is None
-    assert 'truncated' in utils._image_file_problem(str(tmp_path / 'truncated.webp'))
-    assert 'truncated' in utils._image_file_problem(str(tmp_path / 'header.webp'))
-    assert 'animated WebP' in utils._image_file_problem(str(tmp_path / 'animated.webp'))
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    assert data._image_file_problem(str(tmp_path / 'still.webp')) is None
+    assert 'truncated' in data._image_file_problem(str(tmp_path / 'truncated.webp'))
+    assert 'truncated' in data._image_file_problem(str(tmp_path / 'header.webp'))
+    assert 'animated WebP' in data._image_file_problem(str(tmp_path / 'animated.webp'))
     _solid_pngs(tmp_path, 2)
-    with pytest.warns(utils.DataWarning, match=r'Skipping 3 of 6.*animated\.webp'):
-        ds = utils.make_dataset(str(tmp_path), 8, 3, repeat=False)
+    with pytest.warns(data.DataWarning, match=r'Skipping 3 of 6.*animated\.webp'):
+        ds = data.make_dataset(str(tmp_path), 8, 3, repeat=False)
     assert ds.n_files == 3 and len(next(iter(ds))) == 3
 
 
@@ -377,14 +377,14 @@ def test_check_images_accepts_good_files_silently(tmp_path):
     files = _solid_pngs(tmp_path, 4)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        assert utils.check_images(files) == (files, [])
+        assert data.check_images(files) == (files, [])
 
 
 def test_warning_counts_bad_files_and_names_at_most_five(tmp_path):
     bad = sorted(_bad_files(tmp_path).values())  # 7 files
     good = _solid_pngs(tmp_path / 'good', 2)
-    with pytest.warns(utils.DataWarning, match='Skipping 7 of 9') as record:
-        utils.check_images(bad + good)
+    with pytest.warns(data.DataWarning, match='Skipping 7 of 9') as record:
+        data.check_images(bad + good)
     message = str(record[0].message)
     assert sum(os.path.basename(f) in message for f in bad) == 5
     assert 'and 2 more' in message
@@ -396,25 +396,25 @@ def test_bad_files_are_skipped_with_a_warning_and_the_rest_loads(tmp_path):
     text_jpg.write_text('not a jpeg')
     corrupt = tmp_path / 'corrupt.png'
     corrupt.write_bytes(b'\x89PNG\r\n\x1a\n' + b'\x00' * 40)
-    with pytest.warns(utils.DataWarning, match=r'Skipping 2 of 7.*corrupt\.png.*fake\.jpg'):
-        ds = utils.make_dataset(str(tmp_path), 4, 1, repeat=False)
+    with pytest.warns(data.DataWarning, match=r'Skipping 2 of 7.*corrupt\.png.*fake\.jpg'):
+        ds = data.make_dataset(str(tmp_path), 4, 1, repeat=False)
     assert ds.n_files == 5
     assert sorted(_ids(np.concatenate([b.numpy() for b in ds]))) == list(range(len(good)))
 
 
 def test_only_bad_files_raises(tmp_path):
     _bad_files(tmp_path)
-    with pytest.warns(utils.DataWarning), pytest.raises(utils.DataError, match='None of the 7'):
-        utils.make_dataset(str(tmp_path), 8, 1)
+    with pytest.warns(data.DataWarning), pytest.raises(data.DataError, match='None of the 7'):
+        data.make_dataset(str(tmp_path), 8, 1)
 
 
 def test_damage_the_check_cannot_see_is_skipped_while_decoding(tmp_path):
     files = _solid_pngs(tmp_path, 4, size=8)
     # valid JPEG header and end marker around garbage: passes check_images, fails decoding
-    data = open(_save(_random_rgb(16, 16), tmp_path / 'x.jpg'), 'rb').read()
-    (tmp_path / 'x.jpg').write_bytes(data[:20] + b'\x00' * 200 + data[-2:])
-    assert utils.check_images([str(tmp_path / 'x.jpg')])[0] == [str(tmp_path / 'x.jpg')]
-    ds = utils.make_dataset(str(tmp_path), 8, 1, repeat=False, shuffle=False)
+    encoded = open(_save(_random_rgb(16, 16), tmp_path / 'x.jpg'), 'rb').read()
+    (tmp_path / 'x.jpg').write_bytes(encoded[:20] + b'\x00' * 200 + encoded[-2:])
+    assert data.check_images([str(tmp_path / 'x.jpg')])[0] == [str(tmp_path / 'x.jpg')]
+    ds = data.make_dataset(str(tmp_path), 8, 1, repeat=False, shuffle=False)
     assert ds.n_files == 5
     assert sorted(_ids(np.concatenate([b.numpy() for b in ds]))) == list(range(len(files)))
 
@@ -425,10 +425,10 @@ def test_damage_the_check_cannot_see_is_skipped_while_decoding(tmp_path):
 
 def test_batches_have_a_fixed_size(tmp_path):
     _solid_pngs(tmp_path, 10)
-    ds = utils.make_dataset(str(tmp_path), 4, 4, repeat=False)
+    ds = data.make_dataset(str(tmp_path), 4, 4, repeat=False)
     assert ds.element_spec.shape == (4, 4, 4, 3)  # static, for the XLA train step
     assert [b.shape[0] for b in ds] == [4, 4]  # the 2 leftover images are dropped
-    ds = utils.make_dataset(str(tmp_path), 4, 4)
+    ds = data.make_dataset(str(tmp_path), 4, 4)
     assert [b.shape for b in ds.take(7)] == [(4, 4, 4, 3)] * 7
 
 
@@ -437,7 +437,7 @@ def test_every_epoch_has_every_image_once_in_a_new_order(tmp_path, cache):
     n = 16
     _solid_pngs(tmp_path, n)
     # seeded: decoding order is deterministic, so only reshuffling can change the order
-    ds = utils.make_dataset(str(tmp_path), 4, n, cache=cache, seed=0)
+    ds = data.make_dataset(str(tmp_path), 4, n, cache=cache, seed=0)
     epochs = [_ids(b.numpy()) for b in ds.take(3)]
     for order in epochs:
         assert sorted(order) == list(range(n))
@@ -447,14 +447,14 @@ def test_every_epoch_has_every_image_once_in_a_new_order(tmp_path, cache):
 
 def test_default_cache_choice_still_reshuffles(tmp_path):
     _solid_pngs(tmp_path, 12)
-    ds = utils.make_dataset(str(tmp_path), 4, 12)  # small: cached in memory
+    ds = data.make_dataset(str(tmp_path), 4, 12)  # small: cached in memory
     epochs = [_ids(b.numpy()) for b in ds.take(2)]
     assert epochs[0] != epochs[1]
 
 
 def test_seed_makes_the_order_reproducible(tmp_path):
     _solid_pngs(tmp_path, 12)
-    orders = [[_ids(b.numpy()) for b in utils.make_dataset(str(tmp_path), 4, 12, seed=3, cache=cache).take(2)]
+    orders = [[_ids(b.numpy()) for b in data.make_dataset(str(tmp_path), 4, 12, seed=3, cache=cache).take(2)]
               for cache in (True, True, False, False)]
     assert orders[0] == orders[1] and orders[2] == orders[3]
     assert orders[0][0] != orders[0][1]
@@ -462,17 +462,17 @@ def test_seed_makes_the_order_reproducible(tmp_path):
 
 def test_no_shuffle_keeps_file_order(tmp_path):
     _solid_pngs(tmp_path, 6)
-    ds = utils.make_dataset(str(tmp_path), 4, 3, shuffle=False, seed=0, repeat=False)
+    ds = data.make_dataset(str(tmp_path), 4, 3, shuffle=False, seed=0, repeat=False)
     assert [_ids(b.numpy()) for b in ds] == [[0, 1, 2], [3, 4, 5]]
 
 
 def test_make_dataset_accepts_a_file_list(tmp_path):
     files = _solid_pngs(tmp_path, 6)
-    ds = utils.make_dataset(files[:4], 4, 2, repeat=False)
+    ds = data.make_dataset(files[:4], 4, 2, repeat=False)
     assert ds.n_files == 4
     assert sorted(_ids(np.concatenate([b.numpy() for b in ds]))) == [0, 1, 2, 3]
-    with pytest.raises(utils.DataError):
-        utils.make_dataset([], 4, 2)
+    with pytest.raises(data.DataError):
+        data.make_dataset([], 4, 2)
 
 
 # ---------------------------------------------------------------------------------------
@@ -481,13 +481,13 @@ def test_make_dataset_accepts_a_file_list(tmp_path):
 
 def test_decode_uint8_images_gives_rounded_uint8_batches_in_file_order(tmp_path):
     files = _solid_pngs(tmp_path / 'solid', 5)
-    batches = list(utils.decode_uint8_images(files, 4, batch_size=2))
+    batches = list(data.decode_uint8_images(files, 4, batch_size=2))
     assert [b.shape for b in batches] == [(2, 4, 4, 3), (2, 4, 4, 3), (1, 4, 4, 3)]
     assert all(b.dtype == np.uint8 for b in batches)
     np.testing.assert_array_equal(np.concatenate(batches)[:, 0, 0, 0], [0, 10, 20, 30, 40])
     rgb = _random_rgb(9, 14, seed=16)
     path = _save(rgb, tmp_path / 'r.png')
-    (batch,) = utils.decode_uint8_images(path, 6)
+    (batch,) = data.decode_uint8_images(path, 6)
     resized = tf.image.resize(rgb.astype(np.float32), [6, 6], 'bilinear').numpy()
     np.testing.assert_array_equal(batch[0], np.round(resized).astype(np.uint8))
     assert np.abs(batch[0].astype(np.float32) - resized).max() > 0.01  # really rounded, not exact
@@ -496,8 +496,8 @@ def test_decode_uint8_images_gives_rounded_uint8_batches_in_file_order(tmp_path)
 def test_decode_uint8_images_skips_bad_files(tmp_path):
     files = _solid_pngs(tmp_path, 3)
     (tmp_path / 'bad.png').write_text('nope')
-    with pytest.warns(utils.DataWarning, match='bad.png'):
-        batches = list(utils.decode_uint8_images(str(tmp_path), 4))
+    with pytest.warns(data.DataWarning, match='bad.png'):
+        batches = list(data.decode_uint8_images(str(tmp_path), 4))
     assert np.concatenate(batches).shape[0] == len(files)
 
 
@@ -514,53 +514,53 @@ def _age_files(pattern):
 
 
 def test_shapes_dataset_writes_n_varied_rgb_images(tmp_path):
-    pattern = utils.make_shapes_dataset(str(tmp_path / 'shapes'), n_images=30, img_size=16, seed=1)
-    files = utils.list_image_files(pattern)
+    pattern = data.make_shapes_dataset(str(tmp_path / 'shapes'), n_images=30, img_size=16, seed=1)
+    files = data.list_image_files(pattern)
     assert len(files) == 30
     images = np.stack([np.array(Image.open(f)) for f in files])
     assert images.shape == (30, 16, 16, 3) and images.dtype == np.uint8
     assert len({im.tobytes() for im in images}) == 30  # all different
     assert (images.std(axis=(1, 2)) > 5).any(axis=-1).all()  # every image has some structure
-    assert os.path.exists(os.path.join(str(tmp_path / 'shapes'), utils.SHAPES_MARKER))
-    ds = utils.make_dataset(pattern, 16, 10)
+    assert os.path.exists(os.path.join(str(tmp_path / 'shapes'), data.SHAPES_MARKER))
+    ds = data.make_dataset(pattern, 16, 10)
     assert ds.n_files == 30 and next(iter(ds)).shape == (10, 16, 16, 3)
 
 
 def test_shapes_dataset_is_deterministic_per_seed(tmp_path):
-    read = lambda pattern: [open(f, 'rb').read() for f in utils.list_image_files(pattern)]
-    a = read(utils.make_shapes_dataset(str(tmp_path / 'a'), n_images=5, img_size=16, seed=2))
-    b = read(utils.make_shapes_dataset(str(tmp_path / 'b'), n_images=5, img_size=16, seed=2))
-    c = read(utils.make_shapes_dataset(str(tmp_path / 'c'), n_images=5, img_size=16, seed=3))
+    read = lambda pattern: [open(f, 'rb').read() for f in data.list_image_files(pattern)]
+    a = read(data.make_shapes_dataset(str(tmp_path / 'a'), n_images=5, img_size=16, seed=2))
+    b = read(data.make_shapes_dataset(str(tmp_path / 'b'), n_images=5, img_size=16, seed=2))
+    c = read(data.make_shapes_dataset(str(tmp_path / 'c'), n_images=5, img_size=16, seed=3))
     assert a == b and a != c
 
 
 def test_shapes_dataset_second_call_writes_nothing(tmp_path):
     out = str(tmp_path / 'shapes')
-    pattern = utils.make_shapes_dataset(out, n_images=20, img_size=16)
+    pattern = data.make_shapes_dataset(out, n_images=20, img_size=16)
     before = _age_files(os.path.join(out, '*'))
-    assert utils.make_shapes_dataset(out, n_images=20, img_size=16) == pattern
+    assert data.make_shapes_dataset(out, n_images=20, img_size=16) == pattern
     assert {f: os.stat(f).st_mtime for f in tf.io.gfile.glob(os.path.join(out, '*'))} == before
 
 
 def test_shapes_dataset_regenerates_without_marker(tmp_path):
     out = str(tmp_path / 'shapes')
-    pattern = utils.make_shapes_dataset(out, n_images=20, img_size=16)
+    pattern = data.make_shapes_dataset(out, n_images=20, img_size=16)
     before = _age_files(pattern)
-    os.remove(os.path.join(out, utils.SHAPES_MARKER))  # as if killed before finishing
+    os.remove(os.path.join(out, data.SHAPES_MARKER))  # as if killed before finishing
     os.remove(sorted(before)[-1])
-    utils.make_shapes_dataset(out, n_images=20, img_size=16)
+    data.make_shapes_dataset(out, n_images=20, img_size=16)
     after = {f: os.stat(f).st_mtime for f in tf.io.gfile.glob(pattern)}
     assert sorted(after) == sorted(before)
     assert all(after[f] > before[f] for f in before)
-    assert os.path.exists(os.path.join(out, utils.SHAPES_MARKER))
+    assert os.path.exists(os.path.join(out, data.SHAPES_MARKER))
 
 
 def test_shapes_dataset_regenerates_for_new_parameters_or_missing_files(tmp_path):
     out = str(tmp_path / 'shapes')
-    pattern = utils.make_shapes_dataset(out, n_images=20, img_size=16)
-    assert len(utils.list_image_files(utils.make_shapes_dataset(out, n_images=8, img_size=16))) == 8
-    assert Image.open(utils.list_image_files(utils.make_shapes_dataset(out, n_images=8, img_size=12))[0]).size == (12, 12)
-    first = utils.list_image_files(pattern)[0]
+    pattern = data.make_shapes_dataset(out, n_images=20, img_size=16)
+    assert len(data.list_image_files(data.make_shapes_dataset(out, n_images=8, img_size=16))) == 8
+    assert Image.open(data.list_image_files(data.make_shapes_dataset(out, n_images=8, img_size=12))[0]).size == (12, 12)
+    first = data.list_image_files(pattern)[0]
     os.remove(first)
-    utils.make_shapes_dataset(out, n_images=8, img_size=12)
+    data.make_shapes_dataset(out, n_images=8, img_size=12)
     assert os.path.exists(first)

@@ -16,10 +16,10 @@ MIRRORED_VS_ONE_DEVICE = textwrap.dedent('''
     cpu = tf.config.list_physical_devices('CPU')[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     sys.path.insert(0, {root!r})
-    import trainer, utils
+    import checkpoints, config, trainer
     fixture = {fixture!r}
     # With the EMA warm-up on, the decay reads the G optimizer's (mirrored) step count.
-    conf = {{**utils.load_config(fixture), 'batch_size': 8, 'ema_warmup': True}}
+    conf = {{**config.load_run_config(fixture), 'batch_size': 8, 'ema_warmup': True}}
     path = fixture + '/training-checkpoints/ckpt-8'
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
@@ -28,7 +28,7 @@ MIRRORED_VS_ONE_DEVICE = textwrap.dedent('''
     for strategy in (None, tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])):
         gan = trainer.LadaGAN(conf, jit_compile=False, strategy=strategy)
         with gan.strategy.scope():
-            utils.restore_checkpoint(path, **gan.checkpoint_objects())
+            checkpoints.restore_checkpoint(path, **gan.checkpoint_objects())
         metrics = gan.train_step(images, z_d, z_g, augment=False)
         nets = (gan.discriminator, gan.generator, gan.ema_generator)
         results.append((metrics, [w.numpy() for net in nets for w in net.weights],
@@ -85,8 +85,9 @@ def _run_two_workers(args):
 @pytest.mark.slow
 def test_two_local_workers_train_save_once_and_resume(tmp_path):
     import glob
-    import utils
-    shapes = utils.make_shapes_dataset(str(tmp_path / 'data'), n_images=32)
+
+    import data
+    shapes = data.make_shapes_dataset(str(tmp_path / 'data'), n_images=32)
     model_dir = tmp_path / 'run'
     common = ['--file_pattern', shapes, '--model_dir', str(model_dir), '--strategy',
               'multiworker', '--preset', 'tiny', '--set', 'batch_size=8', '--no_fid',

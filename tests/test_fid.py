@@ -19,6 +19,7 @@ sys.path.insert(0, ROOT)
 
 import fid  # noqa: E402
 import metrics  # noqa: E402
+import sampling  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # FID
@@ -266,7 +267,7 @@ def test_fakes_are_quantised_as_the_authors_pngs():
     # 0 -> 127.5 -> 127 and 0.999 -> 254.37 -> 254.
     values = np.array([-2.0, -1.0, 0.0, 0.999, 1.0, 3.0], np.float32)
     gen = ConstantGenerator(np.broadcast_to(values[:, None, None, None], (6, 2, 2, 3)))
-    (batch,) = list(fid.FakeSampler(gen, batch_size=6).batches(6))
+    (batch,) = list(sampling.FakeSampler(gen, batch_size=6).batches(6))
     assert batch.dtype == np.uint8
     np.testing.assert_array_equal(batch[:, 0, 0, 0], [0, 0, 127, 254, 255, 255])
 
@@ -499,7 +500,7 @@ def test_in_memory_uint8_features_equal_png_round_trip(tmp_path, fake_tf2015):
         def __call__(self, z, training):
             return tf.reshape(z, [-1, 8, 8, 3]) * 0.6, []
 
-    batches = list(fid.FakeSampler(ReshapeGenerator(), batch_size=4).batches(7, seed=13))
+    batches = list(sampling.FakeSampler(ReshapeGenerator(), batch_size=4).batches(7, seed=13))
     assert [len(b) for b in batches] == [4, 3]
     in_memory = fid.compute_features(batches, fake_tf2015)
     z = np.random.default_rng(13).standard_normal((7, 192)).astype(np.float32)
@@ -686,6 +687,8 @@ def test_cli_end_to_end_on_the_small_graph(tmp_path, small_graph):
 
 def test_model_dir_uses_the_ema_generator(tmp_path, monkeypatch, small_graph):
     import tensorflow as tf
+
+    import checkpoints
     import utils
     graph, ext = small_graph
     calls = {}
@@ -702,7 +705,7 @@ def test_model_dir_uses_the_ema_generator(tmp_path, monkeypatch, small_graph):
         calls['args'] = (model_dir, ema)
         return TinyGenerator()
 
-    monkeypatch.setattr(utils, 'load_generator', load_generator)
+    monkeypatch.setattr(checkpoints, 'load_generator', load_generator)
     real = _save_pngs(np.random.default_rng(16).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8),
                       str(tmp_path / 'r'))
     model_dir = tmp_path / 'run'
@@ -750,9 +753,10 @@ class DenseGenerator:
 
 def test_fake_sampler_compiles_one_xla_program_for_a_fixed_batch():
     import tensorflow as tf
+
     import utils
     gen = DenseGenerator()
-    sampler = fid.FakeSampler(gen, batch_size=4)
+    sampler = sampling.FakeSampler(gen, batch_size=4)
     batches = list(sampler.batches(10, seed=3))
     assert [b.shape for b in batches] == [(4, 4, 4, 3), (4, 4, 4, 3), (2, 4, 4, 3)]
     assert sampler.traces == 1 and sampler._sampler._images._jit_compile
@@ -780,7 +784,7 @@ def test_fake_sampler_falls_back_when_xla_cannot_compile():
                                     np.ones((1, 2, 2, 3), np.float32), [z], tf.float32)
             return img, []
 
-    sampler = fid.FakeSampler(NumpyGenerator(), batch_size=3)
+    sampler = sampling.FakeSampler(NumpyGenerator(), batch_size=3)
     with pytest.warns(RuntimeWarning, match='XLA cannot compile'):
         batches = list(sampler.batches(5, seed=0))
     assert [len(b) for b in batches] == [3, 2]

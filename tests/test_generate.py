@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import checkpoints
+import config
 import generate
 import model as model_lib
+import sampling
 import utils
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,7 +89,7 @@ def assert_close_uint8(a, b, max_changed=0.01):
 
 @pytest.fixture(scope='module')
 def ema_generator(fixture_dir):
-    return utils.load_generator(fixture_dir)
+    return checkpoints.load_generator(fixture_dir)
 
 
 def live_uint8(generator, noise):
@@ -98,64 +101,64 @@ def live_uint8(generator, noise):
 # ---------------------------------------------------------------------------------------
 
 def test_sample_noise_is_seeded_and_truncated():
-    a = generate.sample_noise(6, NOISE_DIM, 1)
+    a = sampling.sample_noise(6, NOISE_DIM, 1)
     assert a.shape == (6, NOISE_DIM) and a.dtype == np.float32
-    np.testing.assert_array_equal(a, generate.sample_noise(6, NOISE_DIM, 1))
-    assert not np.allclose(a, generate.sample_noise(6, NOISE_DIM, 2))
-    np.testing.assert_allclose(generate.sample_noise(6, NOISE_DIM, 1, truncation=0.5), a * 0.5)
+    np.testing.assert_array_equal(a, sampling.sample_noise(6, NOISE_DIM, 1))
+    assert not np.allclose(a, sampling.sample_noise(6, NOISE_DIM, 2))
+    np.testing.assert_allclose(sampling.sample_noise(6, NOISE_DIM, 1, truncation=0.5), a * 0.5)
     assert abs(a.std() - 1) < 0.2
 
 
 def test_slerp_follows_the_great_circle():
     z0, z1 = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
     t = np.linspace(0, 1, 7)
-    path = generate.slerp(z0, z1, t)
+    path = sampling.slerp(z0, z1, t)
     np.testing.assert_allclose(path[0], z0, atol=1e-12)
     np.testing.assert_allclose(path[-1], z1, atol=1e-12)
     angles = np.arctan2(path[:, 1], path[:, 0])
     np.testing.assert_allclose(angles, t * np.pi / 2, atol=1e-12)  # constant angular speed
     np.testing.assert_allclose(np.linalg.norm(path, axis=1), 1, atol=1e-12)
     assert np.all(path[:, 2] == 0)
-    ends = generate.slerp(z0, 2 * z1, [0, 1])  # other norms: still from z0 to z1
+    ends = sampling.slerp(z0, 2 * z1, [0, 1])  # other norms: still from z0 to z1
     np.testing.assert_allclose(ends, [z0, 2 * z1], atol=1e-12)
     # Parallel vectors: linear interpolation.
-    np.testing.assert_allclose(generate.slerp(z0, 3 * z0, [0.5])[0], 2 * z0)
+    np.testing.assert_allclose(sampling.slerp(z0, 3 * z0, [0.5])[0], 2 * z0)
     # Unit Gaussian keys stay near the sphere of radius sqrt(d), unlike lerp midpoints.
-    keys = generate.sample_noise(2, 512, 0)
-    mid = generate.slerp(keys[0], keys[1], 0.5)[0]
+    keys = sampling.sample_noise(2, 512, 0)
+    mid = sampling.slerp(keys[0], keys[1], 0.5)[0]
     assert abs(np.linalg.norm(mid) / np.sqrt(512) - 1) < 0.1
     assert np.linalg.norm((keys[0] + keys[1]) / 2) / np.sqrt(512) < 0.8
 
 
 def test_interpolation_noise_passes_through_the_keys():
-    keys = generate.sample_noise(4, NOISE_DIM, 0)
-    frames = generate.interpolation_noise(keys, 5)
+    keys = sampling.sample_noise(4, NOISE_DIM, 0)
+    frames = sampling.interpolation_noise(keys, 5)
     assert frames.shape == (3 * 5 + 1, NOISE_DIM)
     np.testing.assert_allclose(frames[::5], keys, atol=1e-6)
 
 
 def test_generate_reproduces_the_fixture_with_padded_batches(ema_generator, reference):
     # 8 images in batches of 3: the last batch is padded.
-    images, attention = generate.generate(ema_generator, reference['noise'], batch_size=3,
+    images, attention = sampling.generate(ema_generator, reference['noise'], batch_size=3,
                                           attention=True)
     np.testing.assert_allclose(images, reference['ema_img'], atol=1e-5)
     for stage, key in zip(attention, ('ema_attn_8', 'ema_attn_16', 'ema_attn_32')):
         np.testing.assert_allclose(stage, reference[key], atol=1e-7)
-    plain, none = generate.generate(ema_generator, reference['noise'], batch_size=3)
+    plain, none = sampling.generate(ema_generator, reference['noise'], batch_size=3)
     assert none is None
     np.testing.assert_array_equal(plain, images)
 
 
 def test_no_ema_and_truncation_flags(fixture_dir, reference, tmp_path):
-    raw = utils.load_generator(fixture_dir, ema=False)
-    noise = generate.sample_noise(4, NOISE_DIM, SEED)
+    raw = checkpoints.load_generator(fixture_dir, ema=False)
+    noise = sampling.sample_noise(4, NOISE_DIM, SEED)
     args = ['--model_dir', fixture_dir, '--n', '4', '--seed', str(SEED), '--no-jit']
     assert generate.main([*args, '--no-ema', '--out', str(tmp_path / 'raw.png')]) == 0
     assert_close_uint8(tiles(read_png(tmp_path / 'raw.png'), 4), live_uint8(raw, noise))
     np.testing.assert_allclose(raw(reference['noise'])[0].numpy(), reference['g_img'], atol=1e-5)
 
     assert generate.main([*args, '--truncation', '0.5', '--out', str(tmp_path / 'half.png')]) == 0
-    ema = utils.load_generator(fixture_dir)
+    ema = checkpoints.load_generator(fixture_dir)
     assert_close_uint8(tiles(read_png(tmp_path / 'half.png'), 4), live_uint8(ema, noise * 0.5))
     assert generate.main([*args, '--truncation', '0', '--out', str(tmp_path / 'zero.png')]) == 0
     zero = tiles(read_png(tmp_path / 'zero.png'), 4)
@@ -163,7 +166,7 @@ def test_no_ema_and_truncation_flags(fixture_dir, reference, tmp_path):
 
 
 def test_get_config_round_trip(fixture_dir):
-    conf = utils.load_config(fixture_dir)
+    conf = config.load_run_config(fixture_dir)
     for built in (model_lib.build_generator(conf), model_lib.build_discriminator(conf)):
         copy = type(built).from_config(built.get_config())
         assert copy.get_config() == built.get_config()
@@ -174,7 +177,7 @@ def test_get_config_round_trip(fixture_dir):
 
 def test_conv_decoder_generator_export_and_xla_sampling(fixture_dir, tmp_path):
     # A 64x64 generator with a conv decoder (BatchNorm moving statistics in its weights).
-    conf = {**utils.load_config(fixture_dir), 'img_size': 64, 'dec_dim': [8],
+    conf = {**config.load_run_config(fixture_dir), 'img_size': 64, 'dec_dim': [8],
             'd_enc_dim': [8, 16, 32]}
     generator = model_lib.build_generator(conf)
     rng = np.random.default_rng(0)
@@ -187,11 +190,11 @@ def test_conv_decoder_generator_export_and_xla_sampling(fixture_dir, tmp_path):
     assert len(loaded.weights) == len(generator.weights)  # same order (paths get new names)
     for a, b in zip(loaded.weights, generator.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    noise = generate.sample_noise(3, NOISE_DIM, 0)
+    noise = sampling.sample_noise(3, NOISE_DIM, 0)
     eager = generator(noise, training=False)[0].numpy()
     assert eager.shape == (3, 64, 64, 3)
     np.testing.assert_allclose(loaded(noise, training=False)[0].numpy(), eager, atol=1e-5)
-    np.testing.assert_allclose(generate.generate(generator, noise, batch_size=2)[0], eager,
+    np.testing.assert_allclose(sampling.generate(generator, noise, batch_size=2)[0], eager,
                                atol=1e-4)
 
 
@@ -200,7 +203,7 @@ def test_progress_gif_from_training_grids(tmp_path):
     colours = {8000: 30, 16000: 130, 1_200_000: 230}  # written out of order on purpose
     for n_images in (16000, 1_200_000, 8000):
         grid = np.full((64, 64, 3), colours[n_images], np.uint8)
-        utils.save_png_atomic(grid, str(images_dir / f'samples-{n_images:09d}.png'))
+        utils.save_png(grid, str(images_dir / f'samples-{n_images:09d}.png'))
     (images_dir / 'attention-000008000.png').write_bytes(b'not a sample grid')
     out = tmp_path / 'progress.gif'
     assert generate.main(['--progress_gif', str(tmp_path / 'run'), str(out)]) == 0
@@ -230,7 +233,7 @@ def test_grid_matches_the_generator_for_the_seed(cli, ema_generator):
     ok(runs['grid'])
     grid = read_png(out / 'grid.png')
     assert grid.shape == (3 * SIZE, 4 * SIZE, 3)  # 10 images, 4 columns
-    expected = live_uint8(ema_generator, generate.sample_noise(N, NOISE_DIM, SEED))
+    expected = live_uint8(ema_generator, sampling.sample_noise(N, NOISE_DIM, SEED))
     assert_close_uint8(tiles(grid, N), expected)
 
 
@@ -269,13 +272,13 @@ def test_attention_pages(cli):
 def test_interpolation_gif_and_strip(cli, ema_generator):
     out, runs = cli
     ok(runs['walk'])
-    keys = generate.sample_noise(KEYS, NOISE_DIM, SEED)
+    keys = sampling.sample_noise(KEYS, NOISE_DIM, SEED)
     strip = read_png(out / 'walk.png')
     assert strip.shape == ((KEYS - 1) * SIZE, (STEPS + 1) * SIZE, 3)
     rows = [tiles(strip[r * SIZE:(r + 1) * SIZE], STEPS + 1, columns=STEPS + 1)
             for r in range(KEYS - 1)]
     expected = live_uint8(ema_generator, np.concatenate([
-        generate.slerp(a, b, np.arange(STEPS + 1) / STEPS) for a, b in zip(keys, keys[1:])]))
+        sampling.slerp(a, b, np.arange(STEPS + 1) / STEPS) for a, b in zip(keys, keys[1:])]))
     assert_close_uint8(np.concatenate(rows), expected.reshape(-1, SIZE, SIZE, 3))
     # The keyframes are the samples of the same seed.
     assert_close_uint8(np.stack([rows[0][0], rows[1][0], rows[1][-1]]),

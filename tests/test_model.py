@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoints
 import config
 import model
 import trainer
-import utils
 
 STAGES = (8, 16, 32)
 
@@ -23,8 +23,8 @@ def _checkpoint(fixture_dir, subdir):
 def restored(request, fixture_dir):
     path = _checkpoint(fixture_dir, request.param)
     return {
-        'g': utils.load_generator(fixture_dir, ema=False, checkpoint_path=path),
-        'ema': utils.load_generator(fixture_dir, ema=True, checkpoint_path=path),
+        'g': checkpoints.load_generator(fixture_dir, ema=False, checkpoint_path=path),
+        'ema': checkpoints.load_generator(fixture_dir, ema=True, checkpoint_path=path),
         'd_path': path,
     }
 
@@ -38,7 +38,7 @@ def test_generator_reproduces_reference(restored, reference, which):
 
 
 def test_discriminator_reproduces_reference(restored, reference, fixture_dir):
-    d = utils.load_discriminator(fixture_dir, checkpoint_path=restored['d_path'])
+    d = checkpoints.load_discriminator(fixture_dir, checkpoint_path=restored['d_path'])
     np.testing.assert_allclose(d(reference['images'], training=False), reference['d_logits'],
                                atol=1e-5, rtol=0)
     np.testing.assert_allclose(d(reference['images'], training=True),
@@ -46,15 +46,15 @@ def test_discriminator_reproduces_reference(restored, reference, fixture_dir):
 
 
 def test_r1_penalty_reproduces_reference(restored, reference, fixture_dir):
-    d = utils.load_discriminator(fixture_dir, checkpoint_path=restored['d_path'])
+    d = checkpoints.load_discriminator(fixture_dir, checkpoint_path=restored['d_path'])
     logits, penalty = trainer.r1_penalty(d, tf.constant(reference['images']), 1e-4)
     np.testing.assert_allclose(logits, reference['r1_logits'], atol=1e-5, rtol=0)
     np.testing.assert_allclose(penalty, reference['r1_penalty'], rtol=1e-4)
 
 
 def test_xla_gives_the_same_outputs(fixture_dir, reference):
-    g = utils.load_generator(fixture_dir)
-    d = utils.load_discriminator(fixture_dir)
+    g = checkpoints.load_generator(fixture_dir)
+    d = checkpoints.load_discriminator(fixture_dir)
     images, attention = tf.function(lambda z: g(z, training=False), jit_compile=True)(
         reference['noise'])
     np.testing.assert_allclose(images, reference['ema_img'], atol=1e-5, rtol=0)
@@ -64,8 +64,8 @@ def test_xla_gives_the_same_outputs(fixture_dir, reference):
 
 
 def test_any_batch_size_gives_the_same_samples(fixture_dir, reference):
-    g = utils.load_generator(fixture_dir)
-    d = utils.load_discriminator(fixture_dir)
+    g = checkpoints.load_generator(fixture_dir)
+    d = checkpoints.load_discriminator(fixture_dir)
     for batch in (1, 3, 8):
         images, attention = g(reference['noise'][:batch], training=False)
         np.testing.assert_allclose(images, reference['ema_img'][:batch], atol=1e-5, rtol=0)
@@ -78,15 +78,15 @@ def test_optimizer_slots_follow_the_authors_weight_order(fixture_dir):
     """Zero-initialised biases and LayerNorm/BatchNorm offsets and scales reveal whether the
     restored Adam slots belong to the right weights: after two Adam steps from a known
     start w0, w2 - w0 + step2(m, v) must be the first step, of size lr per element."""
-    conf = utils.load_config(fixture_dir)
+    conf = config.load_run_config(fixture_dir)
     gan = trainer.LadaGAN(conf)
-    utils.restore_checkpoint(_checkpoint(fixture_dir, 'training-checkpoints'),
+    checkpoints.restore_checkpoint(_checkpoint(fixture_dir, 'training-checkpoints'),
                              **gan.checkpoint_objects())
     lr, b1, b2, eps = 2e-4, 0.5, 0.99, 1e-7
     checked = 0
     for net, opt in ((gan.generator, gan.g_optimizer), (gan.discriminator, gan.d_optimizer)):
-        slots = utils.optimizer_variables(opt, net)
-        paths = {id(v): p for p, v in utils.checkpoint_variables(net).items()}
+        slots = checkpoints.optimizer_variables(opt, net)
+        paths = {id(v): p for p, v in checkpoints.checkpoint_variables(net).items()}
         for i, w in enumerate(net.trainable_weights):
             if w.name not in ('bias', 'beta', 'gamma'):
                 continue
@@ -113,14 +113,14 @@ def test_optimizer_slots_follow_the_authors_weight_order(fixture_dir):
 ])
 def test_parameter_counts_match_the_released_models(preset, g_params, d_params):
     conf = config.get_config(preset)
-    assert utils.count_parameters(model.build_generator(conf)) == g_params
-    assert utils.count_parameters(model.build_discriminator(conf)) == d_params
+    assert model.count_parameters(model.build_generator(conf)) == g_params
+    assert model.count_parameters(model.build_discriminator(conf)) == d_params
 
 
 @pytest.mark.parametrize('preset, gmacs', [('celeba_64', 0.758), ('ffhq_128', 4.34)])
 def test_generator_macs_match_the_readme(preset, gmacs):
     conf = config.get_config(preset)
-    macs = utils.count_macs(model.build_generator(conf), (conf['noise_dim'],))
+    macs = model.count_macs(model.build_generator(conf), (conf['noise_dim'],))
     assert float(f'{macs / 1e9:.3g}') == gmacs
 
 
@@ -152,14 +152,14 @@ def _copy_fixture(fixture_dir, tmp_path):
 
 
 def test_missing_model_dir_is_a_clear_error(tmp_path):
-    with pytest.raises(utils.CheckpointError, match='does not exist'):
-        utils.load_generator(str(tmp_path / 'nope'))
+    with pytest.raises(checkpoints.CheckpointError, match='does not exist'):
+        checkpoints.load_generator(str(tmp_path / 'nope'))
 
 
 def test_model_dir_without_checkpoint_is_a_clear_error(tmp_path, fixture_dir):
     shutil.copy(os.path.join(fixture_dir, 'config.json'), tmp_path)
-    with pytest.raises(utils.CheckpointError, match='no checkpoint'):
-        utils.load_generator(str(tmp_path))
+    with pytest.raises(checkpoints.CheckpointError, match='no checkpoint'):
+        checkpoints.load_generator(str(tmp_path))
 
 
 def test_config_that_does_not_match_names_the_variable(tmp_path, fixture_dir):
@@ -167,9 +167,9 @@ def test_config_that_does_not_match_names_the_variable(tmp_path, fixture_dir):
     conf = json.loads((target / 'config.json').read_text())
     conf['g_mlp'] = [64, 128, 64]
     (target / 'config.json').write_text(json.dumps(conf))
-    with pytest.raises(utils.CheckpointError,
+    with pytest.raises(checkpoints.CheckpointError,
                        match=r'block_16/mlp/layer_with_weights-0/kernel has shape \[64, 64\]'):
-        utils.load_generator(str(target))
+        checkpoints.load_generator(str(target))
 
 
 def test_unknown_config_key_is_a_clear_error(tmp_path, fixture_dir):
@@ -177,14 +177,14 @@ def test_unknown_config_key_is_a_clear_error(tmp_path, fixture_dir):
     conf = json.loads((target / 'config.json').read_text())
     conf['g_depth'] = 3
     (target / 'config.json').write_text(json.dumps(conf))
-    with pytest.raises(utils.CheckpointError, match=r"unknown config key\(s\) \['g_depth'\]"):
-        utils.load_generator(str(target))
+    with pytest.raises(checkpoints.CheckpointError, match=r"unknown config key\(s\) \['g_depth'\]"):
+        checkpoints.load_generator(str(target))
 
 
 def test_falls_back_to_training_checkpoints(tmp_path, fixture_dir, reference):
     target = _copy_fixture(fixture_dir, tmp_path)
     shutil.rmtree(target / 'best-training-checkpoints')
-    assert utils.find_checkpoint(str(target)).endswith(
+    assert checkpoints.find_checkpoint(str(target)).endswith(
         os.path.join('training-checkpoints', 'ckpt-8'))
-    images, _ = utils.load_generator(str(target))(reference['noise'])
+    images, _ = checkpoints.load_generator(str(target))(reference['noise'])
     np.testing.assert_allclose(images, reference['ema_img'], atol=1e-5)

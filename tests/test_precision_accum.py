@@ -4,14 +4,16 @@ import os
 import numpy as np
 import pytest
 
+import checkpoints
+import config
+import data
 import trainer
-import utils
 
 
 def _restored(fixture_dir, **kwargs):
-    conf = {**utils.load_config(fixture_dir), **kwargs.pop('conf', {})}
+    conf = {**config.load_run_config(fixture_dir), **kwargs.pop('conf', {})}
     gan = trainer.LadaGAN(conf, jit_compile=False, **kwargs)
-    utils.restore_checkpoint(os.path.join(fixture_dir, 'training-checkpoints', 'ckpt-8'),
+    checkpoints.restore_checkpoint(os.path.join(fixture_dir, 'training-checkpoints', 'ckpt-8'),
                              **gan.checkpoint_objects())
     return gan
 
@@ -50,7 +52,7 @@ def test_two_accumulated_micro_batches_equal_one_batch(fixture_dir, reference):
 
 def test_batch_must_divide_into_micro_batches(fixture_dir):
     with pytest.raises(trainer.config_lib.ConfigError, match='3 accumulation steps'):
-        trainer.LadaGAN(utils.load_config(fixture_dir), grad_accum=3)
+        trainer.LadaGAN(config.load_run_config(fixture_dir), grad_accum=3)
 
 
 def test_bf16_step_is_close_to_fp32_and_keeps_float32_weights(fixture_dir, reference):
@@ -86,9 +88,9 @@ def test_bf16_training_of_the_tiny_preset_stays_finite(tmp_path):
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    data = utils.make_shapes_dataset(str(tmp_path / 'data'), n_images=256)
+    shapes = data.make_shapes_dataset(str(tmp_path / 'data'), n_images=256)
     result = subprocess.run(
-        [sys.executable, os.path.join(root, 'train.py'), '--file_pattern', data,
+        [sys.executable, os.path.join(root, 'train.py'), '--file_pattern', shapes,
          '--model_dir', str(tmp_path / 'run'), '--preset', 'tiny', '--set', 'batch_size=8',
          '--precision', 'bf16', '--total_iter', '300', '--metrics_inter', '50',
          '--fid_inter', '300', '--no_fid'],

@@ -1,4 +1,4 @@
-"""utils.download_pretrained: the Hub file names of the authors' released models, loading
+"""checkpoints.download_pretrained: the Hub file names of the authors' released models, loading
 what was downloaded, and the offline errors."""
 import os
 import shutil
@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import checkpoints
+import config
+import sampling
 import utils
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,14 +69,14 @@ def test_asks_for_the_authors_file_names_and_reproduces_the_fixture(fixture_dir,
                                                                       tmp_path):
     hub = FakeHub(fixture_dir, tmp_path)
     local = str(tmp_path / 'weights')
-    model_dir = utils.download_pretrained('cifar10', local_dir=local, download_fn=hub)
+    model_dir = checkpoints.download_pretrained('cifar10', local_dir=local, download_fn=hub)
     assert [c['filename'] for c in hub.calls] == hub_files('cifar10')
     assert {c['repo_id'] for c in hub.calls} == {'milmor/LadaGAN'}
     assert all(c['local_dir'] == local for c in hub.calls)
     assert os.path.samefile(model_dir, os.path.join(local, 'cifar10'))
-    assert utils.find_checkpoint(model_dir).endswith('ckpt-68096000')
+    assert checkpoints.find_checkpoint(model_dir).endswith('ckpt-68096000')
 
-    generator = utils.load_generator(model_dir)
+    generator = checkpoints.load_generator(model_dir)
     images, attention = generator(reference['noise'], training=False)
     np.testing.assert_allclose(images.numpy(), reference['ema_img'], atol=1e-5)
     np.testing.assert_allclose(attention[2].numpy(), reference['ema_attn_32'], atol=1e-7)
@@ -83,29 +86,29 @@ def test_asks_for_the_authors_file_names_and_reproduces_the_fixture(fixture_dir,
 def test_every_released_model_through_the_cache(name, fixture_dir, tmp_path):
     hub = FakeHub(fixture_dir, tmp_path)
     cache = str(tmp_path / 'hf-cache')
-    model_dir = utils.download_pretrained(name, cache_dir=cache, download_fn=hub)
+    model_dir = checkpoints.download_pretrained(name, cache_dir=cache, download_fn=hub)
     assert [c['filename'] for c in hub.calls] == hub_files(name)
     assert all(c['cache_dir'] == cache and c['local_dir'] is None for c in hub.calls)
     assert model_dir == os.path.join(cache, 'snapshots', '0123abc', name)
-    assert utils.find_checkpoint(model_dir) == os.path.join(
+    assert checkpoints.find_checkpoint(model_dir) == os.path.join(
         model_dir, 'best-training-checkpoints', f'ckpt-{RELEASED[name]}')
-    assert utils.load_config(model_dir)['noise_dim'] == 32
+    assert config.load_run_config(model_dir)['noise_dim'] == 32
 
 
 def test_checkpoint_state_file_is_optional(fixture_dir, tmp_path):
     state = 'celeba_64/best-training-checkpoints/checkpoint'
     hub = FakeHub(fixture_dir, tmp_path, missing={state})
-    model_dir = utils.download_pretrained('celeba_64', local_dir=str(tmp_path), download_fn=hub)
+    model_dir = checkpoints.download_pretrained('celeba_64', local_dir=str(tmp_path), download_fn=hub)
     assert hub.calls[-1]['filename'] == state
     assert not os.path.exists(os.path.join(model_dir, 'best-training-checkpoints', 'checkpoint'))
-    assert utils.find_checkpoint(model_dir).endswith('ckpt-72192000')
+    assert checkpoints.find_checkpoint(model_dir).endswith('ckpt-72192000')
 
 
 def test_unknown_name_lists_the_valid_ones(fixture_dir, tmp_path):
     hub = FakeHub(fixture_dir, tmp_path)
     with pytest.raises(ValueError) as info:
-        utils.download_pretrained('cifar100', download_fn=hub)
-    assert isinstance(info.value, utils.CheckpointError)
+        checkpoints.download_pretrained('cifar100', download_fn=hub)
+    assert isinstance(info.value, checkpoints.CheckpointError)
     message = str(info.value)
     assert 'cifar100' in message and all(name in message for name in RELEASED)
     assert hub.calls == []
@@ -126,8 +129,8 @@ def test_offline_says_how_to_place_the_files(error, monkeypatch, tmp_path):
         raise error
 
     monkeypatch.setattr(huggingface_hub, 'hf_hub_download', no_connection)
-    with pytest.raises(utils.CheckpointError) as info:
-        utils.download_pretrained('ffhq_128', cache_dir=str(tmp_path))
+    with pytest.raises(checkpoints.CheckpointError) as info:
+        checkpoints.download_pretrained('ffhq_128', cache_dir=str(tmp_path))
     message = str(info.value)
     assert '\n' not in message
     for fragment in ('https://huggingface.co/milmor/LadaGAN/tree/main/ffhq_128', 'config.json',
@@ -141,7 +144,7 @@ def test_programming_errors_are_not_reported_as_offline(tmp_path):
         raise TypeError('bad argument')
 
     with pytest.raises(TypeError):
-        utils.download_pretrained('cifar10', cache_dir=str(tmp_path), download_fn=broken)
+        checkpoints.download_pretrained('cifar10', cache_dir=str(tmp_path), download_fn=broken)
 
 
 def test_files_placed_by_hand_work_offline_with_the_real_hub_client(fixture_dir, tmp_path):
@@ -160,9 +163,8 @@ def test_files_placed_by_hand_work_offline_with_the_real_hub_client(fixture_dir,
                           ['--cache_dir', str(tmp_path / 'empty'), '--out', 'x.png'])]
     (_, placed_err), (_, missing_err) = [run.communicate(timeout=300) for run in runs]
     assert runs[0].returncode == 0, placed_err[-3000:]
-    import generate
-    generator = utils.load_generator(fixture_dir)
-    expected = utils.to_uint8(generator(generate.sample_noise(4, 32, 5), training=False)[0])
+    generator = checkpoints.load_generator(fixture_dir)
+    expected = utils.to_uint8(generator(sampling.sample_noise(4, 32, 5), training=False)[0])
     grid = np.asarray(Image.open(tmp_path / 'hub.png').convert('RGB')).astype(int)
     assert np.abs(grid - utils.image_grid(expected).astype(int)).max() <= 1
 

@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import checkpoints
+import data
+import loop
 import utils
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,10 +39,10 @@ def assert_clean_error(result, *fragments):
 @pytest.fixture(scope='module')
 def shapes(tmp_path_factory):
     out = tmp_path_factory.mktemp('shapes')
-    return utils.make_shapes_dataset(str(out), n_images=48)
+    return data.make_shapes_dataset(str(out), n_images=48)
 
 
-def checkpoints(model_dir, subdir='training-checkpoints'):
+def saved_checkpoints(model_dir, subdir='training-checkpoints'):
     return sorted(int(p.split('ckpt-')[1].split('.')[0])
                   for p in glob.glob(os.path.join(model_dir, subdir, 'ckpt-*.index')))
 
@@ -74,8 +77,8 @@ def test_trains_writes_everything_and_resumes(shapes, tmp_path):
               '--metrics_inter', '1', *SMALL]
     first = run_train(*common, '--total_iter', '4')
     assert first.returncode == 0, first.stderr[-3000:]
-    assert checkpoints(model_dir) == [16, 32]
-    assert checkpoints(model_dir, 'best-training-checkpoints') == [16, 32]  # FID off
+    assert saved_checkpoints(model_dir) == [16, 32]
+    assert saved_checkpoints(model_dir, 'best-training-checkpoints') == [16, 32]  # FID off
     for n in (16, 32):
         grid = np.asarray(Image.open(f'{model_dir}/images/samples-{n:09d}.png'))
         assert grid.shape == (160, 160, 3) and grid.std() > 0
@@ -96,8 +99,8 @@ def test_trains_writes_everything_and_resumes(shapes, tmp_path):
     second = run_train(*common, '--total_iter', '6')
     assert second.returncode == 0, second.stderr[-3000:]
     assert 'Resumed from' in second.stdout and 'at 32 images' in second.stdout
-    assert checkpoints(model_dir) == [32, 48]  # max_ckpt_to_keep = 2
-    restored = utils.load_generator(model_dir)
+    assert saved_checkpoints(model_dir) == [32, 48]  # max_ckpt_to_keep = 2
+    restored = checkpoints.load_generator(model_dir)
     assert restored.name == 'ema_generator'
 
 
@@ -109,7 +112,7 @@ def test_resumes_the_authors_checkpoint_with_its_adam_state(fixture_dir, shapes,
                        '--total_iter', '3', '--fid_inter', '3', '--no_fid', '--no-jit')
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'at 8 images' in result.stdout
-    assert checkpoints(str(model_dir)) == [8, 12]
+    assert saved_checkpoints(str(model_dir)) == [8, 12]
     import tensorflow as tf
     reader = tf.train.load_checkpoint(str(model_dir / 'training-checkpoints' / 'ckpt-12'))
     assert reader.get_tensor('g_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE') == 3
@@ -120,7 +123,7 @@ def test_config_conflict_on_resume_is_refused_then_overridden(shapes, tmp_path):
     model_dir = str(tmp_path / 'run')
     (tmp_path / 'run').mkdir()
     conf = {**__import__('config').get_config('tiny'), 'batch_size': 8}
-    utils.write_json_atomic(os.path.join(model_dir, 'config.json'), conf)
+    utils.write_json(os.path.join(model_dir, 'config.json'), conf)
     refused = run_train('--file_pattern', shapes, '--model_dir', model_dir, '--total_iter', '1',
                         '--set', 'batch_size=4', '--set', 'g_lr=0.001', '--no_fid', '--no-jit')
     assert_clean_error(refused, 'batch_size: 8 in config.json, 4 asked', 'g_lr',
@@ -167,16 +170,15 @@ def test_bad_inputs_give_one_line_errors(tmp_path, shapes):
      'is not an entry'),
 ])
 def test_unusable_tf_config_is_explained(tf_config, fragment):
-    import train
-    with pytest.raises(train.TrainingError, match=fragment):
-        train.check_tf_config(tf_config)
+    with pytest.raises(loop.TrainingError, match=fragment):
+        loop.check_tf_config(tf_config)
 
 
 def test_tf_config_errors_point_to_a_readme_section_with_an_example():
     import re
-    import train
-    with pytest.raises(train.TrainingError) as error:
-        train.check_tf_config('{')
+
+    with pytest.raises(loop.TrainingError) as error:
+        loop.check_tf_config('{')
     section = re.search(r'see "([^"]+)" in README.md', str(error.value)).group(1)
     with open(os.path.join(ROOT, 'README.md')) as f:
         readme = f.read()
@@ -185,8 +187,7 @@ def test_tf_config_errors_point_to_a_readme_section_with_an_example():
 
 
 def test_usable_tf_config_passes():
-    import train
-    train.check_tf_config('{"cluster": {"chief": ["h:0"], "worker": ["h:1", "h:2"]}, '
+    loop.check_tf_config('{"cluster": {"chief": ["h:0"], "worker": ["h:1", "h:2"]}, '
                           '"task": {"type": "worker", "index": 1}}')
 
 
@@ -202,10 +203,10 @@ def test_distribution_setups_that_cannot_work_give_one_line_errors(tmp_path, sha
 
 
 def test_corrupt_files_are_skipped_and_named(tmp_path, shapes):
-    data = tmp_path / 'data'
-    shutil.copytree(os.path.dirname(shapes), data)
-    (data / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\x00' * 20)
-    result = run_train('--file_pattern', str(data / '*.png'), '--model_dir', str(tmp_path / 'm'),
+    data_dir = tmp_path / 'data'
+    shutil.copytree(os.path.dirname(shapes), data_dir)
+    (data_dir / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\x00' * 20)
+    result = run_train('--file_pattern', str(data_dir / '*.png'), '--model_dir', str(tmp_path / 'm'),
                        '--total_iter', '1', *SMALL)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'broken.png' in result.stderr
@@ -218,9 +219,9 @@ def test_non_finite_losses_stop_and_keep_the_last_good_checkpoint(shapes, tmp_pa
     diverging = run_train(*common, '--total_iter', '40', '--override_config',
                           '--set', 'd_lr=1e30', '--set', 'g_lr=1e30')
     assert_clean_error(diverging, 'non-finite', 'last good checkpoint')
-    assert checkpoints(model_dir) == [16] and checkpoints(
+    assert saved_checkpoints(model_dir) == [16] and saved_checkpoints(
         model_dir, 'best-training-checkpoints') == [16]
-    g = utils.load_generator(model_dir, ema=False)
+    g = checkpoints.load_generator(model_dir, ema=False)
     assert all(np.isfinite(w.numpy()).all() for w in g.weights)
 
 
@@ -232,13 +233,13 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(shapes, tmp_path):
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         deadline = time.time() + 300
-        while len(checkpoints(model_dir)) < 2 and time.time() < deadline:
+        while len(saved_checkpoints(model_dir)) < 2 and time.time() < deadline:
             time.sleep(0.2)
         time.sleep(0.7)  # somewhere in the next interval, maybe in a save
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    saved = checkpoints(model_dir)
+    saved = saved_checkpoints(model_dir)
     assert len(saved) >= 2
     # Leftovers of a save cut short must not be taken for a checkpoint.
     last = max(saved)
@@ -249,20 +250,23 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(shapes, tmp_path):
                         '--total_iter', str(last // 8 + 2), *SMALL)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f'at {last} images' in resumed.stdout
-    assert checkpoints(model_dir)[-1] == last + 16
-    utils.load_generator(model_dir)  # every kept file is readable
+    assert saved_checkpoints(model_dir)[-1] == last + 16
+    checkpoints.load_generator(model_dir)  # every kept file is readable
 
 
-def test_without_data_the_demo_preset_trains_on_generated_shapes(monkeypatch, tmp_path):
+def test_without_data_the_demo_preset_trains_on_generated_shapes(tmp_path):
     import config
     import train
-    made = []
-    monkeypatch.setattr(utils, 'make_shapes_dataset',
-                        lambda out: made.append(out) or str(tmp_path / '*.png'))
-    args = train.parse_args([])
-    assert train.resolve_run(args) == config.PRESETS['demo']
-    assert made == [train.DEFAULT_DATA_DIR] and args.eval_dir == args.file_pattern
-    assert (args.total_iter, args.metrics_inter, args.fid_inter) == (600, 50, 300)
+    args = train.parse_args(['--model_dir', str(tmp_path / 'run')])
+    before = vars(args).copy()
+    plan = train.resolve_run(args)
+    assert plan.asked == config.PRESETS['demo'] and plan.embedded
+    assert plan.file_pattern == train.DEFAULT_DATA_PATTERN == plan.eval_dir
+    assert (plan.total_iter, plan.metrics_inter, plan.fid_inter) == (600, 50, 300)
+    assert vars(args) == before and not os.listdir(tmp_path)  # nothing mutated or written
+    made = data.make_shapes_dataset(str(tmp_path / 'shapes'), n_images=2)
+    assert made == train.DEFAULT_DATA_PATTERN.replace(train.DEFAULT_DATA_DIR,
+                                                      str(tmp_path / 'shapes'))
     # The demo preset is the tiny model, without DiffAugment and with higher learning rates.
     demo, tiny = config.get_config('demo'), config.get_config('tiny')
     assert tiny['policy'] == 'color,translation' and tiny['g_lr'] == tiny['d_lr'] == 2e-4

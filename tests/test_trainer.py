@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoints
+import config
 import trainer
-import utils
 
 LR, B1, B2, EPS, EMA_DECAY, GP_WEIGHT = 2e-4, 0.5, 0.99, 1e-7, 0.999, 1e-4
 
@@ -35,9 +36,9 @@ def _softplus(x):
 
 
 def _reference_step(fixture_dir, path, images, z_d, z_g):
-    g = utils.load_generator(fixture_dir, ema=False, checkpoint_path=path)
-    ema = utils.load_generator(fixture_dir, ema=True, checkpoint_path=path)
-    d = utils.load_discriminator(fixture_dir, checkpoint_path=path)
+    g = checkpoints.load_generator(fixture_dir, ema=False, checkpoint_path=path)
+    ema = checkpoints.load_generator(fixture_dir, ema=True, checkpoint_path=path)
+    d = checkpoints.load_discriminator(fixture_dir, checkpoint_path=path)
     d_step, d_states = _adam_states(path, 'd_optimizer', len(d.trainable_weights))
     g_step, g_states = _adam_states(path, 'g_optimizer', len(g.trainable_weights))
     images = tf.constant(images)
@@ -70,8 +71,8 @@ def _reference_step(fixture_dir, path, images, z_d, z_g):
 
 def test_replayed_step_matches_an_independent_computation(fixture_dir, reference):
     path = os.path.join(fixture_dir, 'training-checkpoints', 'ckpt-8')
-    gan = trainer.LadaGAN(utils.load_config(fixture_dir))
-    utils.restore_checkpoint(path, **gan.checkpoint_objects())
+    gan = trainer.LadaGAN(config.load_run_config(fixture_dir))
+    checkpoints.restore_checkpoint(path, **gan.checkpoint_objects())
     assert int(gan.n_images.numpy()) == 8 and int(gan.g_optimizer.iterations.numpy()) == 2
     rng = np.random.default_rng(0)
     images = reference['train_images'][1]
@@ -88,13 +89,13 @@ def test_replayed_step_matches_an_independent_computation(fixture_dir, reference
         for a, b in zip(ours.weights, theirs.weights):
             np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, rtol=0, err_msg=a.path)
     # The step really moved the weights (not a no-op matched by a no-op).
-    before = utils.load_discriminator(fixture_dir, checkpoint_path=path)
+    before = checkpoints.load_discriminator(fixture_dir, checkpoint_path=path)
     assert np.abs(before.weights[0].numpy() - gan.discriminator.weights[0].numpy()).max() > 1e-6
     assert int(gan.g_optimizer.iterations.numpy()) == 3
 
 
 def test_ema_starts_as_a_copy_by_default_and_random_on_request(fixture_dir):
-    conf = utils.load_config(fixture_dir)
+    conf = config.load_run_config(fixture_dir)
     copied = trainer.LadaGAN(conf)
     for e, w in zip(copied.ema_generator.weights, copied.generator.weights):
         np.testing.assert_array_equal(e.numpy(), w.numpy())
@@ -109,7 +110,7 @@ def test_ema_starts_as_a_copy_by_default_and_random_on_request(fixture_dir):
 @pytest.mark.parametrize('ema_warmup, g_updates, decay', [
     (True, 3, 4 / 13), (True, 100_000, EMA_DECAY), (False, 3, EMA_DECAY)])
 def test_ema_update_follows_the_warm_up_ramp(fixture_dir, ema_warmup, g_updates, decay):
-    gan = trainer.LadaGAN({**utils.load_config(fixture_dir), 'ema_warmup': ema_warmup})
+    gan = trainer.LadaGAN({**config.load_run_config(fixture_dir), 'ema_warmup': ema_warmup})
     gan.g_optimizer.iterations.assign(g_updates)
     rng = np.random.default_rng(3)
     for e, w in zip(gan.ema_generator.weights, gan.generator.weights):
@@ -157,8 +158,9 @@ def test_conv_decoder_step_with_bcr_compiles_with_xla():
 def test_diffaugment_without_bcr_changes_the_d_and_g_losses():
     """Without bCR the step augments reals (R1 on them) and fakes: from the same weights
     and noise, augment=True must give other losses than augment=False, which repeats."""
-    import config
     import keras
+
+    import config
     conf = config.get_config('tiny', batch_size=4, policy='color,translation')
     rng = np.random.default_rng(6)
     images = rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)

@@ -1,0 +1,281 @@
+"""Checkpoints: the authors' checkpoint format, finding and restoring checkpoints, loading
+a trained generator or discriminator, and downloading the authors' released weights.
+"""
+import os
+
+import tensorflow as tf
+
+import config as config_lib
+
+TRAINING_DIR = 'training-checkpoints'
+BEST_DIR = 'best-training-checkpoints'
+_VALUE_SUFFIX = '/.ATTRIBUTES/VARIABLE_VALUE'
+
+
+class CheckpointError(Exception):
+    """A model directory or checkpoint that cannot be used; the message says why."""
+
+
+def checkpoint_variables(layer, prefix=''):
+    """{object path: variable} of a Keras layer, with the paths of the authors' checkpoints.
+
+    Keras 2 named a layer's children by attribute name, list items by index and the
+    sub-layers of a Sequential that own weights `layer_with_weights-<i>`; our layers
+    use the same attribute names, so walking them gives the same paths.
+    """
+    found = {f'{prefix}{v.name}': v
+             for v in layer._trainable_variables + layer._non_trainable_variables}
+    for name, child in _child_layers(layer):
+        found.update(checkpoint_variables(child, f'{prefix}{name}/'))
+    return found
+
+
+def _child_layers(layer):
+    import keras
+    if isinstance(layer, keras.Sequential):
+        with_weights = [sub for sub in layer.layers if sub.weights]
+        return [(f'layer_with_weights-{i}', sub) for i, sub in enumerate(with_weights)]
+    children = []
+    for name, value in vars(layer).items():
+        if name.startswith('_'):
+            continue
+        if isinstance(value, keras.layers.Layer):
+            children.append((name, value))
+        elif isinstance(value, (list, tuple)) and value and all(
+                isinstance(v, keras.layers.Layer) for v in value):
+            children.extend((f'{name}/{i}', v) for i, v in enumerate(value))
+    return children
+
+
+def optimizer_variables(optimizer, model):
+    """{object path: variable} of a Keras 3 Adam in the authors' (Keras 2.11+) layout.
+
+    `_variables/{2i+1}` and `/{2i+2}` are m and v of the i-th trainable weight of the
+    model, matched by position, as the authors' optimizer stores them. A Keras
+    LossScaleOptimizer (fp16) is saved as its inner Adam.
+    """
+    optimizer = getattr(optimizer, 'inner_optimizer', optimizer)
+    found = {'_iterations': optimizer.iterations, '_learning_rate': optimizer._learning_rate}
+    for i, weight in enumerate(model.trainable_weights):
+        index = optimizer._get_variable_index(weight)
+        found[f'_variables/{2 * i + 1}'] = optimizer._momentums[index]
+        found[f'_variables/{2 * i + 2}'] = optimizer._velocities[index]
+    return found
+
+
+def _trackable_tree(variables):
+    """Nested trackable objects whose checkpoint keys are the given paths."""
+    root = tf.__internal__.tracking.AutoTrackable()
+    for path, variable in variables.items():
+        node = root
+        *parents, leaf = path.split('/')
+        for part in parents:
+            if not hasattr(node, part):
+                setattr(node, part, tf.__internal__.tracking.AutoTrackable())
+            node = getattr(node, part)
+        setattr(node, leaf, getattr(variable, 'value', variable))
+    return root
+
+
+def make_checkpoint(**objects):
+    """tf.train.Checkpoint in the authors' format.
+
+    `objects` maps checkpoint names to {path: variable} dicts (from checkpoint_variables
+    or optimizer_variables) or to plain tf.Variables (n_images, fid, best_fid).
+    """
+    return tf.train.Checkpoint(**{
+        name: _trackable_tree(value) if isinstance(value, dict) else value
+        for name, value in objects.items()})
+
+
+def check_checkpoint_matches(checkpoint_path, name, variables):
+    """Raises CheckpointError naming the first variable missing or of another shape."""
+    shapes = tf.train.load_checkpoint(checkpoint_path).get_variable_to_shape_map()
+    for path, variable in variables.items():
+        key = f'{name}/{path}{_VALUE_SUFFIX}'
+        if key not in shapes:
+            raise CheckpointError(
+                f'{checkpoint_path} has no variable {name}/{path}: config.json does not '
+                f'describe the model in this checkpoint')
+        if list(shapes[key]) != list(variable.shape):
+            raise CheckpointError(
+                f'config.json does not match {checkpoint_path}: {name}/{path} has shape '
+                f'{list(shapes[key])} in the checkpoint but {list(variable.shape)} for '
+                f'this config')
+
+
+def restore_checkpoint(checkpoint_path, **objects):
+    """Restores the named objects (as for make_checkpoint) from one checkpoint file."""
+    for name, value in objects.items():
+        variables = value if isinstance(value, dict) else {'': value}
+        if isinstance(value, dict):
+            check_checkpoint_matches(checkpoint_path, name, variables)
+    status = make_checkpoint(**objects).restore(checkpoint_path)
+    status.expect_partial().assert_existing_objects_matched()
+
+
+def find_checkpoint(model_dir, prefer_best=True):
+    """Newest checkpoint of model_dir: best-training-checkpoints/ first (the one the
+    authors release), else training-checkpoints/. Raises CheckpointError if none."""
+    if not os.path.isdir(model_dir):
+        raise CheckpointError(f'model directory {model_dir} does not exist')
+    subdirs = (BEST_DIR, TRAINING_DIR) if prefer_best else (TRAINING_DIR, BEST_DIR)
+    for subdir in subdirs:
+        path = newest_checkpoint_in(os.path.join(model_dir, subdir))
+        if path:
+            return path
+    raise CheckpointError(
+        f'no checkpoint in {model_dir}: expected {BEST_DIR}/ckpt-<n>.index or '
+        f'{TRAINING_DIR}/ckpt-<n>.index')
+
+
+def newest_checkpoint_in(directory):
+    """Path prefix of the newest ckpt-<n> in directory, or None.
+
+    Uses the `checkpoint` state file when present, else the highest n on disk (files
+    downloaded one by one may come without the state file)."""
+    if not os.path.isdir(directory):
+        return None
+    path = tf.train.latest_checkpoint(directory)
+    if path and os.path.exists(path + '.index'):
+        return path
+    numbers = [int(f[5:-6]) for f in os.listdir(directory)
+               if f.startswith('ckpt-') and f.endswith('.index') and f[5:-6].isdigit()]
+    return os.path.join(directory, f'ckpt-{max(numbers)}') if numbers else None
+
+
+def _model_config(model_dir):
+    """config.json of a model directory, or CheckpointError saying why it is unusable."""
+    if not os.path.isdir(model_dir):
+        raise CheckpointError(f'model directory {model_dir} does not exist')
+    try:
+        return config_lib.load_run_config(model_dir)
+    except config_lib.ConfigError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def load_generator(model_dir, ema=True, checkpoint_path=None):
+    """The generator of a trained model directory, ready to sample.
+
+    ema=True gives the EMA generator (used for samples and FID), ema=False the raw one.
+    The newest checkpoint of best-training-checkpoints/ is used, else of
+    training-checkpoints/, unless checkpoint_path is given.
+    """
+    import model as model_lib
+    conf = _model_config(model_dir)
+    checkpoint_path = checkpoint_path or find_checkpoint(model_dir)
+    generator = model_lib.build_generator(conf, name='ema_generator' if ema else 'generator')
+    name = 'ema_generator' if ema else 'generator'
+    restore_checkpoint(checkpoint_path, **{name: checkpoint_variables(generator)})
+    return generator
+
+
+def load_discriminator(model_dir, checkpoint_path=None):
+    """The discriminator of a trained model directory (see load_generator)."""
+    import model as model_lib
+    conf = _model_config(model_dir)
+    checkpoint_path = checkpoint_path or find_checkpoint(model_dir)
+    discriminator = model_lib.build_discriminator(conf)
+    restore_checkpoint(checkpoint_path, discriminator=checkpoint_variables(discriminator))
+    return discriminator
+
+
+# ---------------------------------------------------------------------------------------
+# Pretrained weights
+# ---------------------------------------------------------------------------------------
+
+PRETRAINED_REPO = 'milmor/LadaGAN'
+# Released models on the Hugging Face Hub: name -> images seen at the released (best-FID)
+# checkpoint, which names its files `ckpt-<n_images>` (SPEC §5).
+PRETRAINED = {'cifar10': 68096000, 'celeba_64': 72192000, 'ffhq_128': 24064000,
+              'bedroom_128': 10624000}
+_CKPT_DATA_SUFFIX = '.data-00000-of-00001'
+
+
+class UnknownPretrainedError(CheckpointError, ValueError):
+    """A pretrained model name that is not in PRETRAINED; the message lists the valid ones."""
+
+
+def pretrained_url(name):
+    """Web page of a released model's folder on the Hub."""
+    return f'https://huggingface.co/{PRETRAINED_REPO}/tree/main/{name}'
+
+
+def pretrained_files(name):
+    """The Hub file names of a released model, relative to the repository root.
+
+    The last one, the `checkpoint` state file, is optional: newest_checkpoint_in finds
+    the checkpoint without it.
+    """
+    if name not in PRETRAINED:
+        raise UnknownPretrainedError(
+            f"unknown pretrained model '{name}': choose one of {', '.join(PRETRAINED)}")
+    ckpt = f'{name}/{BEST_DIR}/ckpt-{PRETRAINED[name]}'
+    return [f'{name}/{config_lib.CONFIG_FILE}', f'{ckpt}.index', f'{ckpt}{_CKPT_DATA_SUFFIX}',
+            f'{name}/{BEST_DIR}/checkpoint']
+
+
+def download_pretrained(name, local_dir=None, cache_dir=None, download_fn=None):
+    """Download a released model from the Hub; returns its model directory.
+
+    name: one of PRETRAINED. The files go to the Hugging Face cache (cache_dir, default
+    ~/.cache/huggingface/hub; a second call reads the cache) or, with local_dir, to
+    local_dir/<name>/. The directory returned holds config.json and
+    best-training-checkpoints/, as `load_generator` expects.
+    download_fn: stands in for huggingface_hub.hf_hub_download (same keyword arguments).
+    Raises UnknownPretrainedError for an unknown name and CheckpointError, saying how to
+    place the files by hand, when the Hub cannot be reached.
+    """
+    files = pretrained_files(name)
+    if download_fn is None:
+        from huggingface_hub import hf_hub_download as download_fn
+    model_dir = None
+    for i, filename in enumerate(files):
+        optional = i == len(files) - 1
+        try:
+            path = download_fn(repo_id=PRETRAINED_REPO, filename=filename,
+                               local_dir=local_dir, cache_dir=cache_dir)
+        except Exception as e:  # noqa: BLE001 - only download failures are turned into CheckpointError
+            if optional and (_missing_on_hub(e) or _is_download_error(e)):
+                continue  # best effort: newest_checkpoint_in does without the state file
+            if not _is_download_error(e):
+                raise
+            raise CheckpointError(_manual_download_message(name, filename, e, local_dir)) from None
+        if model_dir is None:  # config.json comes first: its folder is the model directory
+            model_dir = os.path.dirname(os.fspath(path))
+    for filename in files[:-1]:
+        if not os.path.isfile(os.path.join(model_dir, *filename.split('/')[1:])):
+            raise CheckpointError(f'download of {name} incomplete: {filename} is not in '
+                                  f'{model_dir}')
+    return model_dir
+
+
+def _missing_on_hub(error):
+    """The Hub answered that the file does not exist (not: the Hub cannot be reached)."""
+    try:
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    except ImportError:
+        return False
+    return isinstance(error, EntryNotFoundError) and not isinstance(error, LocalEntryNotFoundError)
+
+
+def _is_download_error(error):
+    """Network, Hub and file-system failures (not programming errors)."""
+    if isinstance(error, OSError):  # ConnectionError, OfflineModeIsEnabled, HTTP and cache errors
+        return True
+    module = type(error).__module__ or ''
+    return module.split('.')[0] in ('huggingface_hub', 'httpx', 'httpx2', 'requests', 'urllib3')
+
+
+def _manual_download_message(name, filename, error, local_dir):
+    reason = ' '.join(str(error).split()).split('. ')[0].rstrip('.') or 'no details'
+    if len(reason) > 300:
+        reason = reason[:300].rsplit(' ', 1)[0] + ' ...'
+    ckpt = f'ckpt-{PRETRAINED[name]}'
+    target = os.path.join(local_dir, name) if local_dir else f'<dir>/{name}'
+    return (f"cannot download pretrained model '{name}' ({filename}) from the Hugging Face "
+            f"Hub: {type(error).__name__}: {reason}. To place the files by hand, get "
+            f"config.json and best-training-checkpoints/{ckpt}.index and "
+            f"{ckpt}{_CKPT_DATA_SUFFIX} from {pretrained_url(name)} into {target}/config.json "
+            f"and {target}/{BEST_DIR}/, then pass that folder as the model directory "
+            f"(generate.py --model_dir {target}, or checkpoints.load_generator('{target}'))")
