@@ -2,6 +2,8 @@
 a trained generator or discriminator, and downloading the authors' released weights.
 """
 import os
+import re
+import shutil
 
 import tensorflow as tf
 
@@ -142,6 +144,28 @@ def newest_checkpoint_in(directory):
     numbers = [int(f[5:-6]) for f in os.listdir(directory)
                if f.startswith('ckpt-') and f.endswith('.index') and f[5:-6].isdigit()]
     return os.path.join(directory, f'ckpt-{max(numbers)}') if numbers else None
+
+
+def remove_partial_saves(directory):
+    """Removes what a save cut short leaves in one of our checkpoint directories: the
+    `ckpt-<n>_temp` folders TensorFlow writes into, and `ckpt-<n>` files that the
+    `checkpoint` state file does not list (it is rewritten atomically once a save is
+    complete). A directory without a state file (e.g. filled by hand) is left alone.
+    Returns the names removed."""
+    if not os.path.isdir(directory):
+        return []
+    state = tf.train.get_checkpoint_state(directory)
+    if state is None:
+        return []
+    listed = {os.path.basename(p) for p in state.all_model_checkpoint_paths}
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        match = re.fullmatch(r'(ckpt-\d+)(_temp|\.index|\.data-\d+-of-\d+)', name)
+        if match and (match.group(2) == '_temp' or match.group(1) not in listed):
+            path = os.path.join(directory, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+            removed.append(name)
+    return removed
 
 
 def _model_config(model_dir):

@@ -13,6 +13,7 @@ import math
 import os
 
 CONFIG_FILE = 'config.json'  # a run's config, in its model directory
+RUN_FILE = 'run.json'        # beside it: the command's options (train.py records them)
 
 DEFAULTS = {
     'img_size': 64,

@@ -3,9 +3,11 @@ TensorBoard and metrics.jsonl, in-loop FID, sample grids and attention maps.
 
 train.py (the command line) plans the run and hands it to `Run`.
 """
+import contextlib
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 
@@ -16,9 +18,13 @@ import checkpoints
 import config
 import data
 import fid
+import model
 import sampling
 import trainer
 import utils
+
+
+NO_FID = 10000.0  # the authors' placeholder value of fid / best_fid before any FID
 
 
 class TrainingError(Exception):
@@ -35,7 +41,10 @@ class Run:
         strategy = make_strategy(args.strategy, args.tpu)
         self.is_chief = is_chief(strategy)
         dataset = data.make_dataset(plan.file_pattern, conf['img_size'], conf['batch_size'],
-                                     antialias=conf['antialias'], seed=args.seed)
+                                    antialias=conf['antialias'], seed=args.seed)
+        self.n_train_images = dataset.n_files
+        self.data_summary = getattr(dataset, 'summary', f'{dataset.n_files:,} images')
+        self.last_saved = None  # newest checkpoint this process wrote
         self.gan = trainer.LadaGAN(conf, jit_compile=args.jit, strategy=strategy,
                                    precision=args.precision, grad_accum=args.grad_accum)
         self.dataset = distribute_dataset(dataset, strategy)
@@ -72,14 +81,35 @@ class Run:
         checkpoints.restore_checkpoint(path, **self.gan.checkpoint_objects())
         self.gan.apply_learning_rates()
         n_images = int(self.gan.n_images.numpy())
-        print(f'Resumed from {path} at {n_images:,} images (best FID '
-              f'{float(self.gan.best_fid.numpy()):.2f})')
+        print(f'Resumed from {path} at {n_images:,} images (best FID {self._best_fid_text()})')
         return n_images // self.conf['batch_size'] + 1
 
-    def write_config(self):
-        """config.json, once the data, the model and any checkpoint have been checked."""
-        if self.is_chief:
-            utils.write_json(os.path.join(self.plan.model_dir, config.CONFIG_FILE), self.conf)
+    def _best_fid_text(self):
+        best = float(self.gan.best_fid.numpy())
+        return 'none yet' if best >= NO_FID else f'{best:.2f}'
+
+    def remove_leftovers(self):
+        """Removes what a run killed in a save or a write left behind (only our partial
+        files), with one line saying so."""
+        if not self.is_chief:
+            return
+        model_dir = self.plan.model_dir
+        removed = [os.path.join(os.path.basename(d), name) for d in self.restore_dirs
+                   for name in checkpoints.remove_partial_saves(d)]
+        removed += [os.path.join(folder, name) for folder in ('', 'images')
+                    for name in utils.remove_temp_files(os.path.join(model_dir, folder))]
+        if removed:
+            print(f'Removed {len(removed)} partial files of an interrupted save in {model_dir}: '
+                  f'{", ".join(removed[:4])}{" ..." if len(removed) > 4 else ""}')
+
+    def write_run_files(self, options):
+        """config.json and run.json, once the data, the model and any checkpoint have been
+        checked (so a start that fails leaves the folder as it was)."""
+        if not self.is_chief:
+            return
+        utils.write_json(os.path.join(self.plan.model_dir, config.CONFIG_FILE), self.conf)
+        utils.write_json(os.path.join(self.plan.model_dir, config.RUN_FILE),
+                         {**options, 'n_train_images': self.n_train_images})
 
     def _open_outputs(self):
         """Checkpoint managers and the TensorBoard writer (they create their folders)."""
@@ -115,27 +145,69 @@ class Run:
         self._open_outputs()
         self._forget_logged_metrics_after(start - 1)
         batches = iter(self.dataset)
-        sums, count, tick = {}, 0, time.time()
-        bar = tqdm(range(start, total + 1), initial=start - 1, total=total, unit='it',
-                   dynamic_ncols=True, disable=not self.is_chief)
-        for idx in bar:
-            metrics = self.gan.train_step(next(batches))
+        sums, count = {}, 0
+        progress = None
+        for idx in range(start, total + 1):
+            if progress is None:  # the first step compiles: timed apart from the rest
+                metrics = self._compile_step(next(batches))
+                progress = Progress(start, total, self.conf['batch_size'], self.is_chief)
+            else:
+                metrics = self.gan.train_step(next(batches))
             self._stop_if_not_finite(metrics, idx)
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + value
             count += 1
+            progress.step()
             if idx % self.plan.metrics_inter == 0 or idx == total:
                 means = {name: value / count for name, value in sums.items()}
-                means['images_per_sec'] = count * self.conf['batch_size'] / (time.time() - tick)
+                means['images_per_sec'] = progress.images_per_sec()
                 self._log(idx, means)
-                bar.set_postfix({k: f'{means[k]:.3f}' for k in ('d_loss', 'g_loss', 'gp')}
-                                | {'img/s': f"{means['images_per_sec']:.0f}"})
-                sums, count, tick = {}, 0, time.time()
+                progress.report(idx, means)
+                sums, count = {}, 0
             if idx % self.plan.fid_inter == 0 or idx == total:
-                self.evaluate_and_save(idx)
-                tick = time.time()
-        bar.close()
+                with progress.paused():
+                    progress.write(self.evaluate_and_save(idx))
+        progress.close()
         self._say_where_the_results_are(total)
+
+    def _compile_step(self, batch):
+        """The first train step, which compiles it, with one line on how long that took."""
+        kind = 'XLA' if self.args.jit else 'TF graph'
+        self._say(f'Compiling the train step ({kind})...')
+        tick = time.time()
+        metrics = self.gan.train_step(batch)
+        self._say(f'Compiled and ran the first step in {time.time() - tick:.1f} s.')
+        return metrics
+
+    def _say(self, line):
+        if self.is_chief:
+            print(line, flush=True)
+
+    def summary(self, start):
+        """The start-up lines: what is trained, on what data, on which devices, from where."""
+        if not self.is_chief:
+            return
+        c = self.conf
+        g, d = (sum(model.count_parameters(net)) / 1e6
+                for net in (self.gan.generator, self.gan.discriminator))
+        devices = sorted({dev.device_type for dev in tf.config.list_logical_devices()} - {'CPU'})
+        where = ', '.join(devices) or 'CPU'
+        replicas = self.gan.n_replicas
+        print(f'model: {self.plan.preset or "config.py defaults"}, {c["img_size"]}x'
+              f'{c["img_size"]}, G {g:.2f}M / D {d:.2f}M parameters, batch {c["batch_size"]}\n'
+              f'data: {self.data_summary}\n'
+              f'device: {where}, strategy {self.args.strategy} ({replicas} '
+              f'replica{"s" * (replicas > 1)}), precision {self.args.precision}, '
+              f'XLA {"on" if self.args.jit else "off"}\n'
+              f'run: {self._start_text(start)}', flush=True)
+
+    def _start_text(self, start):
+        images = (start - 1) * self.conf['batch_size']
+        total = self.plan.total_iter
+        if start == 1:
+            return f'new, {total:,} iterations into {self.plan.model_dir}'
+        return (f'resumed at iteration {start - 1:,} ({images:,} images) of {total:,}, '
+                f'in {self.plan.model_dir}')
 
     def _say_where_the_results_are(self, idx):
         if not self.is_chief:
@@ -194,9 +266,10 @@ class Run:
         if improved:
             self.managers['best'].save(checkpoint_number=n_images)
         self.managers['regular'].save(checkpoint_number=n_images)
+        self.last_saved = self.managers['regular'].latest_checkpoint
         fid_text = 'off' if fid_value is None else f'{fid_value:.2f}'
-        tqdm.write(f'[{n_images:,} images] FID {fid_text}; checkpoint ckpt-{n_images}'
-              + (' (best)' if improved else ''))
+        return (f'[{n_images:,} images] FID {fid_text}; checkpoint ckpt-{n_images}'
+                + (' (best)' if improved else ''))
 
     def _compute_fid(self):
         if self.fid_monitor is None:
@@ -300,3 +373,66 @@ def _logged_iter(line):
         return json.loads(line)['iter']
     except (ValueError, KeyError, TypeError):
         return math.inf  # a line cut by a kill: drop it
+
+
+class Progress:
+    """Progress of the loop: a tqdm bar on a terminal; when stdout is not one (a log file,
+    CI, nohup), one plain line per metrics interval instead of carriage-return frames.
+    Rates and the ETA leave out the first (compiling) step and the evaluations."""
+
+    def __init__(self, start, total, batch_size, enabled):
+        self.done, self.total, self.batch_size = start - 1, total, batch_size
+        self.enabled = enabled
+        self.steps, self.seconds, self.tick = 0, 0.0, time.time()
+        self.interval_steps, self.interval_start = 0, time.time()
+        self.bar = (tqdm(initial=start - 1, total=total, unit='it', dynamic_ncols=True)
+                    if enabled and sys.stdout.isatty() else None)
+
+    def step(self):
+        now = time.time()
+        self.seconds += now - self.tick
+        self.tick = now
+        self.steps += 1
+        self.interval_steps += 1
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def images_per_sec(self):
+        """Images per second over the steps since the last report (evaluations excluded)."""
+        elapsed = max(self.seconds - self.interval_start, 1e-9)
+        return self.interval_steps * self.batch_size / elapsed
+
+    def report(self, idx, means):
+        shown = {k: f'{means[k]:.3f}' for k in ('d_loss', 'g_loss', 'gp')}
+        speed = f"{means['images_per_sec']:.0f}"
+        if self.bar is not None:
+            self.bar.set_postfix(shown | {'img/s': speed})
+        elif self.enabled:
+            losses = ' '.join(f'{k} {v}' for k, v in shown.items())
+            print(f'[iter {idx:,}/{self.total:,}] {losses} | {speed} img/s, '
+                  f'ETA {self._eta()}', flush=True)
+        self.interval_steps, self.interval_start = 0, self.seconds
+
+    def _eta(self):
+        left = (self.total - self.done) * self.seconds / max(self.steps, 1)
+        return time.strftime('%H:%M:%S', time.gmtime(left)) if left < 86400 else \
+            f'{left / 86400:.1f} days'
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Time spent in the block (FID, pictures, checkpoints) is not counted as steps."""
+        yield
+        self.tick = time.time()
+
+    def write(self, line):
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            tqdm.write(line)
+        else:
+            print(line, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()

@@ -6,8 +6,9 @@
 
 Hyper-parameters live in config.py (defaults and presets); `--set key=value` overrides one.
 A run writes into --model_dir: config.json, training-checkpoints/, best-training-checkpoints/
-(the authors' layout), log-dir/ (TensorBoard), metrics.jsonl, and images/ (sample grids and
-attention maps). Running the same command again resumes from the last checkpoint.
+(the authors' layout), log-dir/ (TensorBoard), metrics.jsonl, run.json (the options of this
+command) and images/ (sample grids and attention maps), once the data, the config and any
+checkpoint have been checked. Running the same command again resumes from the last checkpoint.
 """
 import argparse
 import dataclasses
@@ -23,6 +24,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_DIR = os.path.join(HERE, '.cache', 'shapes32')
 DEFAULT_DATA_PATTERN = os.path.join(DEFAULT_DATA_DIR, 'shape_*.png')  # data.make_shapes_dataset
+# Options a resumed run must keep (unless --override_config): they change what it computes.
+KEPT_OPTIONS = ('file_pattern', 'precision', 'grad_accum', 'strategy', 'seed', 'jit')
 
 
 def parse_args(argv=None):
@@ -146,17 +149,52 @@ def settle_config(model_dir, asked, override):
     return conf
 
 
+def run_options(args, plan):
+    """The options recorded in run.json (loop.Run adds the number of training images)."""
+    return {'file_pattern': plan.file_pattern, 'precision': args.precision,
+            'grad_accum': args.grad_accum, 'strategy': args.strategy, 'seed': args.seed,
+            'jit': args.jit, 'total_iter': plan.total_iter}
+
+
+def settle_run_options(model_dir, options, override):
+    """The run's options; on resume, those in run.json that differ from the command's
+    stop the run unless `override` (a new total_iter only extends or shortens the run).
+    Writes nothing."""
+    path = os.path.join(model_dir, config.RUN_FILE)
+    if not os.path.isfile(path):
+        return options
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        raise config.ConfigError(f'cannot read {path} ({e}); remove it to resume') from None
+    differing = [k for k in KEPT_OPTIONS if k in saved and saved[k] != options[k]]
+    if differing and not override:
+        details = ', '.join(f'{k}: {saved[k]!r} in {config.RUN_FILE}, {options[k]!r} asked'
+                            for k in differing)
+        raise config.ConfigError(
+            f'this run was started with other options ({details}). Resume with the same '
+            f'options, use another --model_dir, or pass --override_config to go on with '
+            f'the new ones.')
+    if differing:
+        print(f'--override_config: changing {differing} of {path}.')
+    return options
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
         plan = resolve_run(args)
         conf = settle_config(plan.model_dir, plan.asked, args.override_config)
+        options = settle_run_options(plan.model_dir, run_options(args, plan),
+                                     args.override_config)
     except config.ConfigError as e:
         return cli.fail(e)
     import checkpoints  # TensorFlow from here on
     import data
     import fid
     import loop
+    run = None
     try:
         if plan.embedded:
             print(f'No --file_pattern: training the {plan.preset} preset on generated shapes '
@@ -164,16 +202,32 @@ def main(argv=None):
             data.make_shapes_dataset(DEFAULT_DATA_DIR)
         run = loop.Run(args, plan, conf)  # checks the data and the model; writes nothing
         start = run.restore()
-        run.write_config()
+        run.remove_leftovers()
+        run.write_run_files(options)
+        run.summary(start)
         run.train(start)
     except KeyboardInterrupt:
-        print('\nInterrupted; rerun the same command to resume from the last checkpoint.',
-              file=sys.stderr)
+        print(f'\n{_interrupted(run, plan)}', file=sys.stderr)
         return 130
     except (loop.TrainingError, config.ConfigError, checkpoints.CheckpointError,
             data.DataError, fid.FIDError) as e:
         return cli.fail(e)
     return 0
+
+
+def _interrupted(run, plan):
+    """The line after Ctrl-C: what is kept and how to go on."""
+    saved = getattr(run, 'last_saved', None) or _newest_checkpoint(plan.model_dir)
+    if saved is None:
+        return 'Interrupted before the first checkpoint: nothing was saved.'
+    return (f'Interrupted: the last checkpoint is {saved}; run the same command to resume '
+            f'from it.')
+
+
+def _newest_checkpoint(model_dir):
+    import checkpoints
+    path = os.path.join(model_dir, checkpoints.TRAINING_DIR)
+    return checkpoints.newest_checkpoint_in(path) if os.path.isdir(path) else None
 
 
 if __name__ == '__main__':

@@ -38,6 +38,17 @@ def atomic_write(path):
             os.remove(tmp)
 
 
+def remove_temp_files(folder):
+    """Removes the temp files atomic_write left in folder when its process was killed;
+    returns their names."""
+    if not os.path.isdir(folder):
+        return []
+    names = sorted(n for n in os.listdir(folder) if n.startswith('.') and TEMP_MARK in n)
+    for name in names:
+        os.remove(os.path.join(folder, name))
+    return names
+
+
 def write_text(path, text):
     with atomic_write(path) as tmp, open(tmp, 'w') as f:
         f.write(text)

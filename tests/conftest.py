@@ -23,3 +23,10 @@ def fixture_dir():
 @pytest.fixture(scope='session')
 def reference(fixture_dir):
     return dict(np.load(os.path.join(fixture_dir, 'reference_outputs.npz')))
+
+
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory):
+    """48 generated 32x32 images (the embedded dataset, small)."""
+    import data
+    return data.make_shapes_dataset(str(tmp_path_factory.mktemp('shapes')), n_images=48)

@@ -824,7 +824,8 @@ def test_in_loop_fid_matches_direct_computation(tmp_path, monkeypatch, real_file
     mu, sigma = metrics.feature_stats(Stub(None)(real)['features'])
     fakes = np.clip(np.concatenate([fixed] * 3 + [fixed[:1]]) * 127.5 + 127.5, 0, 255)
     fake_feats = Stub(None)(fakes.astype(np.uint8))['features']
-    expected = metrics.frechet_distance(mu, sigma, *metrics.feature_stats(fake_feats), method='sqrtm')
+    expected = metrics.frechet_distance(mu, sigma, *metrics.feature_stats(fake_feats),
+                                        method='sqrtm')
     assert value == pytest.approx(expected, rel=1e-6)
     np.testing.assert_allclose(monitor.real['mu'], mu, rtol=1e-12)
     np.testing.assert_allclose(monitor.real['sigma'], sigma, rtol=1e-12)

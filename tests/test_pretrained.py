@@ -98,7 +98,8 @@ def test_every_released_model_through_the_cache(name, fixture_dir, tmp_path):
 def test_checkpoint_state_file_is_optional(fixture_dir, tmp_path):
     state = 'celeba_64/best-training-checkpoints/checkpoint'
     hub = FakeHub(fixture_dir, tmp_path, missing={state})
-    model_dir = checkpoints.download_pretrained('celeba_64', local_dir=str(tmp_path), download_fn=hub)
+    model_dir = checkpoints.download_pretrained('celeba_64', local_dir=str(tmp_path),
+                                                download_fn=hub)
     assert hub.calls[-1]['filename'] == state
     assert not os.path.exists(os.path.join(model_dir, 'best-training-checkpoints', 'checkpoint'))
     assert checkpoints.find_checkpoint(model_dir).endswith('ckpt-72192000')

@@ -36,12 +36,6 @@ def assert_clean_error(result, *fragments):
         assert fragment in last, last
 
 
-@pytest.fixture(scope='module')
-def shapes(tmp_path_factory):
-    out = tmp_path_factory.mktemp('shapes')
-    return data.make_shapes_dataset(str(out), n_images=48)
-
-
 def saved_checkpoints(model_dir, subdir='training-checkpoints'):
     return sorted(int(p.split('ckpt-')[1].split('.')[0])
                   for p in glob.glob(os.path.join(model_dir, subdir, 'ckpt-*.index')))
@@ -77,6 +71,13 @@ def test_trains_writes_everything_and_resumes(shapes, tmp_path):
               '--metrics_inter', '1', *SMALL]
     first = run_train(*common, '--total_iter', '4')
     assert first.returncode == 0, first.stderr[-3000:]
+    # The start-up summary, then one plain progress line per interval (stdout is a pipe).
+    for line in ('model: tiny, 32x32, G 0.', 'data: 48 ', 'device: CPU, strategy default '
+                 '(1 replica), precision fp32, XLA off', 'run: new, 4 iterations into',
+                 'Compiling the train step (TF graph)...', 'Compiled and ran the first step in',
+                 '[iter 1/4] d_loss ', '[iter 4/4] d_loss '):
+        assert line in first.stdout, first.stdout
+    assert '\r' not in first.stdout and 'ETA 00:00:' in first.stdout
     assert saved_checkpoints(model_dir) == [16, 32]
     assert saved_checkpoints(model_dir, 'best-training-checkpoints') == [16, 32]  # FID off
     for n in (16, 32):
@@ -98,7 +99,8 @@ def test_trains_writes_everything_and_resumes(shapes, tmp_path):
 
     second = run_train(*common, '--total_iter', '6')
     assert second.returncode == 0, second.stderr[-3000:]
-    assert 'Resumed from' in second.stdout and 'at 32 images' in second.stdout
+    assert 'Resumed from' in second.stdout and 'at 32 images (best FID none yet)' in second.stdout
+    assert 'run: resumed at iteration 4 (32 images) of 6' in second.stdout
     assert saved_checkpoints(model_dir) == [32, 48]  # max_ckpt_to_keep = 2
     restored = checkpoints.load_generator(model_dir)
     assert restored.name == 'ema_generator'
@@ -206,8 +208,8 @@ def test_corrupt_files_are_skipped_and_named(tmp_path, shapes):
     data_dir = tmp_path / 'data'
     shutil.copytree(os.path.dirname(shapes), data_dir)
     (data_dir / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\x00' * 20)
-    result = run_train('--file_pattern', str(data_dir / '*.png'), '--model_dir', str(tmp_path / 'm'),
-                       '--total_iter', '1', *SMALL)
+    result = run_train('--file_pattern', str(data_dir / '*.png'),
+                       '--model_dir', str(tmp_path / 'm'), '--total_iter', '1', *SMALL)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'broken.png' in result.stderr
 
@@ -241,17 +243,44 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(shapes, tmp_path):
         proc.wait()
     saved = saved_checkpoints(model_dir)
     assert len(saved) >= 2
-    # Leftovers of a save cut short must not be taken for a checkpoint.
+    # Leftovers of a save cut short must not be taken for a checkpoint, and are removed.
     last = max(saved)
     partial = os.path.join(model_dir, 'training-checkpoints', f'ckpt-{last + 16}')
     open(partial + '.index', 'wb').write(b'garbage')
     open(partial + '.data-00000-of-00001', 'wb').write(b'')
+    os.makedirs(partial + '_temp')
+    open(os.path.join(partial + '_temp', 'part-00000-of-00001.index'), 'wb').write(b'')
+    half_png = os.path.join(model_dir, 'images', f'.samples{utils.TEMP_MARK}12-ab.png')
+    open(half_png, 'wb').write(b'half')
     resumed = run_train('--file_pattern', shapes, '--model_dir', model_dir, '--fid_inter', '2',
                         '--total_iter', str(last // 8 + 2), *SMALL)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f'at {last} images' in resumed.stdout
+    removed = int(resumed.stdout.split('Removed ')[1].split()[0])
+    assert removed >= 4 and 'partial files of an interrupted save' in resumed.stdout
+    assert not os.path.exists(partial + '_temp') and not os.path.exists(half_png)
     assert saved_checkpoints(model_dir)[-1] == last + 16
     checkpoints.load_generator(model_dir)  # every kept file is readable
+
+
+def test_ctrl_c_says_what_was_kept_and_the_checkpoint_stays_usable(shapes, tmp_path):
+    model_dir = str(tmp_path / 'run')
+    args = [sys.executable, os.path.join(ROOT, 'train.py'), '--file_pattern', shapes,
+            '--model_dir', model_dir, '--fid_inter', '2', '--total_iter', '1000', *SMALL]
+    env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    deadline = time.time() + 300
+    while not saved_checkpoints(model_dir) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and 'Traceback' not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith('Interrupted: the last checkpoint is ') and 'resume' in last
+    saved = last.split('checkpoint is ')[1].split(';')[0]
+    assert os.path.exists(saved + '.index')
+    checkpoints.load_generator(model_dir, checkpoint_path=saved)
 
 
 def test_without_data_the_demo_preset_trains_on_generated_shapes(tmp_path):
