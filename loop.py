@@ -149,15 +149,16 @@ class Run:
         progress = None
         for idx in range(start, total + 1):
             if progress is None:  # the first step compiles: timed apart from the rest
-                metrics = self._compile_step(next(batches))
-                progress = Progress(start, total, self.conf['batch_size'], self.is_chief)
+                metrics, seconds = self._compile_step(next(batches))
+                progress = Progress(start, total, self.conf['batch_size'], self.is_chief,
+                                    seconds)
             else:
                 metrics = self.gan.train_step(next(batches))
+                progress.step()
             self._stop_if_not_finite(metrics, idx)
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + value
             count += 1
-            progress.step()
             if idx % self.plan.metrics_inter == 0 or idx == total:
                 means = {name: value / count for name, value in sums.items()}
                 means['images_per_sec'] = progress.images_per_sec()
@@ -171,13 +172,15 @@ class Run:
         self._say_where_the_results_are(total)
 
     def _compile_step(self, batch):
-        """The first train step, which compiles it, with one line on how long that took."""
+        """The first train step, which compiles it, with one line on how long that took;
+        returns its metrics and seconds."""
         kind = 'XLA' if self.args.jit else 'TF graph'
         self._say(f'Compiling the train step ({kind})...')
         tick = time.time()
         metrics = self.gan.train_step(batch)
-        self._say(f'Compiled and ran the first step in {time.time() - tick:.1f} s.')
-        return metrics
+        seconds = time.time() - tick
+        self._say(f'Compiled and ran the first step in {seconds:.1f} s.')
+        return metrics, seconds
 
     def _say(self, line):
         if self.is_chief:
@@ -380,15 +383,19 @@ class Progress:
     CI, nohup), one plain line per metrics interval instead of carriage-return frames.
     Rates and the ETA leave out the first (compiling) step and the evaluations."""
 
-    def __init__(self, start, total, batch_size, enabled):
-        self.done, self.total, self.batch_size = start - 1, total, batch_size
+    def __init__(self, start, total, batch_size, enabled, first_step_seconds):
+        """Starts once iteration `start`, the first of this process, is done (it compiled
+        the step and took first_step_seconds)."""
+        self.done, self.total, self.batch_size = start, total, batch_size
         self.enabled = enabled
-        self.steps, self.seconds, self.tick = 0, 0.0, time.time()
-        self.interval_steps, self.interval_start = 0, time.time()
-        self.bar = (tqdm(initial=start - 1, total=total, unit='it', dynamic_ncols=True)
+        self.first_step_seconds = first_step_seconds
+        self.steps, self.seconds, self.tick = 0, 0.0, time.time()  # timed steps only
+        self.interval_steps, self.interval_start = 0, 0.0  # interval_start: in self.seconds
+        self.bar = (tqdm(initial=start, total=total, unit='it', dynamic_ncols=True)
                     if enabled and sys.stdout.isatty() else None)
 
     def step(self):
+        """One more iteration done after the first."""
         now = time.time()
         self.seconds += now - self.tick
         self.tick = now
@@ -399,7 +406,10 @@ class Progress:
             self.bar.update(1)
 
     def images_per_sec(self):
-        """Images per second over the steps since the last report (evaluations excluded)."""
+        """Images per second over the timed steps since the last report; an interval that
+        holds only the first step takes that step's time, compilation included."""
+        if not self.interval_steps:
+            return self.batch_size / max(self.first_step_seconds, 1e-9)
         elapsed = max(self.seconds - self.interval_start, 1e-9)
         return self.interval_steps * self.batch_size / elapsed
 
@@ -415,9 +425,12 @@ class Progress:
         self.interval_steps, self.interval_start = 0, self.seconds
 
     def _eta(self):
-        left = (self.total - self.done) * self.seconds / max(self.steps, 1)
-        return time.strftime('%H:%M:%S', time.gmtime(left)) if left < 86400 else \
-            f'{left / 86400:.1f} days'
+        if not self.steps:
+            return 'after the next steps'
+        left = (self.total - self.done) * self.seconds / self.steps
+        if left >= 86400:
+            return f'{left / 86400:.1f} days'
+        return time.strftime('%H:%M:%S', time.gmtime(left))
 
     @contextlib.contextmanager
     def paused(self):

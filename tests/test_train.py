@@ -89,6 +89,7 @@ def test_trains_writes_everything_and_resumes(shapes, tmp_path):
     assert {('d_loss', 8), ('g_loss', 32), ('images_per_sec', 32)} <= logged_tb
     logged = [json.loads(line) for line in open(f'{model_dir}/metrics.jsonl')]
     assert [entry['iter'] for entry in logged] == [1, 2, 3, 4]
+    assert all(0 < entry['images_per_sec'] < 1e4 for entry in logged)
     assert {'d_loss', 'g_loss', 'gp', 'cr', 'real_acc', 'fake_acc', 'images_per_sec'} <= set(
         logged[0])
     assert json.load(open(f'{model_dir}/config.json'))['batch_size'] == 8
