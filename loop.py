@@ -35,7 +35,8 @@ class Run:
         strategy = make_strategy(args.strategy, args.tpu)
         self.is_chief = is_chief(strategy)
         dataset = data.make_dataset(plan.file_pattern, conf['img_size'], conf['batch_size'],
-                                     antialias=conf['antialias'], seed=args.seed)
+                                     antialias=conf['antialias'], seed=args.seed,
+                                     crop=conf['crop'])
         self.gan = trainer.LadaGAN(conf, jit_compile=args.jit, strategy=strategy,
                                    precision=args.precision, grad_accum=args.grad_accum)
         self.dataset = distribute_dataset(dataset, strategy)
