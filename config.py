@@ -58,12 +58,13 @@ DEFAULTS = {
     'd_attention': 'lada',           # attention of the discriminator block: one of ATTENTIONS
     'n_latents': 16,                 # simplex/duplex: number k of latent components
     'latent_dim': 32,                # simplex/duplex: width of each latent component
+    'crop': 'none',                  # 'none': squash to a square (authors); 'center': centre crop
 }
 
 # Keys added by this project: the authors' config.json files do not have them, and
 # they take their default values when such a file is loaded.
 OUR_KEYS = ('ema_init', 'ema_warmup', 'antialias',
-            'g_attention', 'd_attention', 'n_latents', 'latent_dim')
+            'g_attention', 'd_attention', 'n_latents', 'latent_dim', 'crop')
 
 _FFHQ_128 = {
     'img_size': 128,
@@ -114,6 +115,9 @@ EMA_INITS = ('copy', 'random')
 # 'lada': LadaGAN's additive attention; baselines: 'dot' (SAGAN / ViT GANs), 'l2' (GigaGAN),
 # 'simplex' and 'duplex' (GANformer). See ladaformer.make_attention.
 ATTENTIONS = ('lada', 'dot', 'l2', 'simplex', 'duplex')
+# How a non-square image becomes square (data.py): 'none' squashes it (the authors'),
+# 'center' takes its centred square.
+CROPS = ('none', 'center')
 PRECISIONS = ('fp32', 'bf16', 'fp16')  # compute precision of the train step (trainer.py)
 
 
@@ -182,6 +186,7 @@ def validate(config):
     _check(c['ema_init'] in EMA_INITS, 'ema_init', c['ema_init'], f"one of {list(EMA_INITS)}")
     for key in ('g_attention', 'd_attention'):
         _check(c[key] in ATTENTIONS, key, c[key], f"one of {list(ATTENTIONS)}")
+    _check(c['crop'] in CROPS, 'crop', c['crop'], f"one of {list(CROPS)}")
     return config
 
 

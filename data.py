@@ -1,11 +1,14 @@
 """Training data: listing image files, checking their headers, decoding them, the tf.data
 pipeline, and the embedded dataset of generated shapes.
 """
+import collections
 import concurrent.futures
 import glob
+import io
 import json
 import os
 import struct
+import typing
 import warnings
 
 import numpy as np
@@ -13,6 +16,7 @@ import tensorflow as tf
 from PIL import Image, ImageDraw
 
 import utils
+from config import CROPS
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 # Image formats TensorFlow cannot decode: listed with a warning instead of ignored in silence.
@@ -24,6 +28,11 @@ CACHE_LIMIT_BYTES = 2 * 1024 ** 3
 SHAPES_MARKER = '_complete.json'  # written last by make_shapes_dataset
 _SHAPES_VERSION = 1  # bump when the drawing changes, so old folders are regenerated
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_JPEG_SOI = b'\xff\xd8\xff'
+_HEAD_BYTES = 2048  # enough for a BMP header with a 256-colour palette
+# JPEG start-of-frame markers (they hold the size): C0-CF except DHT (C4), JPG (C8), DAC (CC).
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_EXIF_ORIENTATION_TAG = 0x0112
 
 
 class DataError(ValueError):
@@ -67,11 +76,26 @@ def list_image_files(file_pattern):
     return images
 
 
+class ImageInfo(typing.NamedTuple):
+    """What the header check learns about one file, without decoding it."""
+    problem: typing.Optional[str] = None  # why it cannot be decoded; None when it looks right
+    size: typing.Optional[tuple] = None   # (width, height) as shown (after EXIF); None: unknown
+    orientation: int = 1                  # EXIF orientation 1-8 (JPEG); 1: as stored
+
+
+class ImageScan(typing.NamedTuple):
+    """check_images' findings: the usable files, their ImageInfo, the skipped files."""
+    files: list  # usable files, in the given order
+    infos: list  # ImageInfo of each usable file
+    bad: list    # (file, problem) of each skipped file
+
+
 def check_images(files, max_workers=8):
     """Split files into (good_files, bad_files) by a fast header and trailer check.
 
-    Per file only the first 2 KiB and the last 4 KiB are read (threads hide the I/O
-    latency; 100k files take seconds): the content must be JPEG, PNG, GIF, BMP or WebP (by
+    Per file only the first 2 KiB, the last 4 KiB and, for JPEG, the markers and EXIF tag
+    before the image data are read (threads hide the I/O latency; 100k files take
+    seconds): the content must be JPEG, PNG, GIF, BMP or WebP (by
     signature, whatever the extension), not truncated (JPEG end marker, PNG IEND chunk,
     GIF trailer, BMP pixel-array size, WebP RIFF size) and decodable by TensorFlow (BMP:
     uncompressed 24/32-bit, or 8-bit grayscale; 1/4/16-bit and colour-palette BMPs are not
@@ -80,39 +104,60 @@ def check_images(files, max_workers=8):
     not detected here; `make_dataset` skips such files when decoding fails.
 
     Policy: bad files are skipped with a DataWarning that gives their count and names
-    up to 5 of them; if no file is left, DataError.
+    up to 5 of them; if no file is left, DataError. `scan_images` also returns the sizes
+    and EXIF orientations read in the same pass.
     """
+    scan = scan_images(files, max_workers)
+    return scan.files, [f for f, _ in scan.bad]
+
+
+def scan_images(files, max_workers=8):
+    """check_images' pass, returning an ImageScan (sizes and EXIF orientations included)."""
     files = [os.fspath(f) for f in files]
-    chunks = [files[i:i + 256] for i in range(0, len(files), 256)]  # one future per chunk, not per file
+    chunks = [files[i:i + 256] for i in range(0, len(files), 256)]  # a future per chunk, not file
     with concurrent.futures.ThreadPoolExecutor(max_workers) as pool:
-        problems = [p for chunk in pool.map(lambda c: [_image_file_problem(f) for f in c], chunks)
-                    for p in chunk]
-    good = [f for f, problem in zip(files, problems) if problem is None]
-    bad = [(f, problem) for f, problem in zip(files, problems) if problem is not None]
+        infos = [i for chunk in pool.map(lambda c: [_inspect_image_file(f) for f in c], chunks)
+                 for i in chunk]
+    good = [(f, info) for f, info in zip(files, infos) if info.problem is None]
+    bad = [(f, info.problem) for f, info in zip(files, infos) if info.problem is not None]
     if bad:
         named = '; '.join(f'{f} ({problem})' for f, problem in bad[:5])
         more = f' and {len(bad) - 5} more' if len(bad) > 5 else ''
         warnings.warn(f'Skipping {len(bad)} of {len(files)} image files that cannot be decoded: '
-                      f'{named}{more}.', DataWarning, stacklevel=2)
+                      f'{named}{more}.', DataWarning, stacklevel=3)
     if not good:
         raise DataError(f'None of the {len(files)} image files can be decoded (e.g. {bad[0][0]}: '
-                        f'{bad[0][1]}): check that the files are complete JPEG/PNG/GIF/BMP/WebP images.')
-    return good, [f for f, _ in bad]
+                        f'{bad[0][1]}): check that the files are complete JPEG/PNG/GIF/BMP/WebP '
+                        f'images.')
+    return ImageScan([f for f, _ in good], [info for _, info in good], bad)
 
 
 def _image_file_problem(path):
     """Why the file cannot be decoded, or None when its header and end look right."""
+    return _inspect_image_file(path).problem
+
+
+def _inspect_image_file(path):
+    """ImageInfo of one file from its first 2 KiB, last 4 KiB and (JPEG) its segments."""
     try:
         with open(path, 'rb') as f:
-            head = f.read(2048)  # enough for a BMP header with a 256-colour palette
+            head = f.read(_HEAD_BYTES)
             size = os.fstat(f.fileno()).st_size
             f.seek(max(0, size - 4096))
-            tail = f.read()
+            problem = _header_problem(head, f.read(), size)
+            if problem is None and head.startswith(_JPEG_SOI):
+                jpeg_size, orientation = _jpeg_header(f, head)
+                return ImageInfo(None, jpeg_size, orientation)
     except OSError as e:
-        return f'unreadable: {e.strerror}'
+        return ImageInfo(f'unreadable: {e.strerror}')
+    return ImageInfo(problem, None if problem else _header_size(head))
+
+
+def _header_problem(head, tail, size):
+    """Why a file with this start, end and size cannot be decoded, or None."""
     if size == 0:
         return 'empty file'
-    if head.startswith(b'\xff\xd8\xff'):
+    if head.startswith(_JPEG_SOI):
         # Entropy-coded data escapes 0xFF, so FF D9 (end of image) only appears as the marker.
         return None if b'\xff\xd9' in tail else 'truncated JPEG (no end marker)'
     if head.startswith(_PNG_SIGNATURE):
@@ -158,21 +203,179 @@ def _webp_problem(head, size):
     return None
 
 
-def decode_image(path_or_bytes, img_size, antialias=False):
+def _header_size(head):
+    """(width, height) of a PNG, GIF, BMP or WebP from its first bytes, or None."""
+    try:
+        if head.startswith(_PNG_SIGNATURE):
+            return struct.unpack_from('>II', head, 16)  # IHDR
+        if head[:6] in (b'GIF87a', b'GIF89a'):
+            return struct.unpack_from('<HH', head, 6)  # logical screen: TF's frame size
+        if head.startswith(b'BM'):
+            width, height = struct.unpack_from('<ii', head, 18)
+            return abs(width), abs(height)  # negative height: rows stored top-down
+        if head[:4] == b'RIFF' and head[8:12] == b'WEBP':
+            return _webp_size(head)
+    except struct.error:  # a header shorter than its format's
+        return None
+    return None
+
+
+def _webp_size(head):
+    chunk = head[12:16]
+    if chunk == b'VP8X':  # extended: 24-bit canvas width - 1 and height - 1
+        return (int.from_bytes(head[24:27], 'little') + 1,
+                int.from_bytes(head[27:30], 'little') + 1)
+    if chunk == b'VP8 ':  # lossy: 14-bit sizes after the frame tag and start code
+        width, height = struct.unpack_from('<HH', head, 26)
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b'VP8L':  # lossless: 14-bit width - 1 and height - 1 after the signature
+        bits = int.from_bytes(head[21:25], 'little')
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None
+
+
+def _jpeg_header(f, head):
+    """((width, height) as shown, EXIF orientation) of a JPEG; size None when not found.
+
+    Walks the segments from the start: APP1 (EXIF) and SOF come before the image data,
+    but ICC profiles, thumbnails or comments can push them past `head`, so further bytes
+    are read from f as needed. Orientation 1 when there is no valid tag.
+    """
+    def read(offset, n):
+        if offset + n <= len(head):
+            return head[offset:offset + n]
+        f.seek(offset)
+        return f.read(n)
+
+    orientation, pos = 1, 2
+    while True:
+        marker = read(pos, 4)
+        if len(marker) < 4 or marker[0] != 0xFF or marker[1] in (0xD9, 0xDA):
+            return None, orientation  # damaged, or image data without a frame header
+        if marker[1] == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        length = int.from_bytes(marker[2:4], 'big')
+        if marker[1] in _SOF_MARKERS:
+            sof = read(pos + 5, 4)  # after length and sample precision: height, width
+            if len(sof) < 4:
+                return None, orientation
+            height, width = struct.unpack('>HH', sof)
+            return _shown_size((width, height), orientation), orientation
+        if marker[1] == 0xE1 and orientation == 1:
+            orientation = _exif_orientation(read, pos + 4, pos + 2 + length)
+        pos += 2 + max(length, 2)
+
+
+def _exif_orientation(read, start, end):
+    """The IFD0 orientation tag of an APP1 payload at [start, end), 1 if absent/invalid."""
+    if read(start, 6) != b'Exif\0\0':
+        return 1  # another APP1 (XMP)
+    tiff = start + 6
+    header = read(tiff, 8)
+    if len(header) < 8 or header[:2] not in (b'II', b'MM'):
+        return 1
+    order = '<' if header[:2] == b'II' else '>'
+    ifd = tiff + struct.unpack_from(order + 'I', header, 4)[0]
+    count = read(ifd, 2)
+    if len(count) < 2 or ifd + 2 > end:
+        return 1
+    n = min(struct.unpack(order + 'H', count)[0], (end - ifd - 2) // 12)
+    entries = read(ifd + 2, 12 * n)
+    for i in range(len(entries) // 12):
+        tag, kind = struct.unpack_from(order + 'HH', entries, 12 * i)
+        if tag == _EXIF_ORIENTATION_TAG and kind == 3:  # SHORT, first in its value field
+            value = struct.unpack_from(order + 'H', entries, 12 * i + 8)[0]
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def _shown_size(size, orientation):
+    # Orientations 5-8 turn the image by 90 degrees: width and height swap.
+    return (size[1], size[0]) if orientation >= 5 else tuple(size)
+
+
+def _stream_orientation(f):
+    """EXIF orientation of the image in a binary file object (1 unless a tagged JPEG)."""
+    head = f.read(_HEAD_BYTES)
+    return _jpeg_header(f, head)[1] if head.startswith(_JPEG_SOI) else 1
+
+
+def read_orientation(path_or_bytes):
+    """EXIF orientation 1-8 of a file (path or encoded bytes); 1 when untagged or not JPEG."""
+    if isinstance(path_or_bytes, bytes):
+        return _stream_orientation(io.BytesIO(path_or_bytes))
+    try:
+        with open(path_or_bytes, 'rb') as f:
+            return _stream_orientation(f)
+    except OSError:
+        return 1  # reading the image itself then fails with TensorFlow's error
+
+
+def decode_image(path_or_bytes, img_size, antialias=False, crop='none', orientation=None):
     """One image file -> float32 (img_size, img_size, 3) in [-1, 1], as the authors do.
 
     path_or_bytes: a path (str, os.PathLike or string tensor) or the encoded file (bytes).
     JPEG, PNG (8/16-bit, palette), BMP, GIF (first frame) and still WebP; gray -> RGB,
-    alpha dropped.
-    Bilinear resize to a square (aspect ratio not kept; no crop, no flip), skipped at
-    the right size, then x / 127.5 - 1.
+    alpha dropped. orientation: EXIF orientation 1-8 applied before resizing (a JPEG's
+    tag is ignored by TensorFlow's decoder); None reads it from the file.
+    crop: 'none' (the authors'): bilinear resize to a square, aspect ratio not kept;
+    'center': the centred square first. No flip; no resize at the right size; x / 127.5 - 1.
     """
+    if orientation is None:
+        orientation = _orientation_of(path_or_bytes)
     if isinstance(path_or_bytes, bytes):
         contents = tf.constant(path_or_bytes)
     else:
         contents = tf.io.read_file(os.fspath(path_or_bytes)
                                    if isinstance(path_or_bytes, (str, os.PathLike)) else path_or_bytes)
-    return _resize_square(_decode_rgb_0_255(contents), img_size, antialias) / 127.5 - 1.0
+    return _decode_resized(contents, img_size, antialias, crop, orientation) / 127.5 - 1.0
+
+
+def _orientation_of(path_or_bytes):
+    """EXIF orientation of a path or bytes in Python; of a path tensor in the graph."""
+    if isinstance(path_or_bytes, (bytes, str, os.PathLike)):
+        return read_orientation(path_or_bytes)
+    return tf.numpy_function(lambda path: np.int32(read_orientation(path.decode())),
+                             [path_or_bytes], tf.int32, stateful=False)
+
+
+def _decode_resized(contents, img_size, antialias, crop, orientation):
+    """Encoded image -> float32 (img_size, img_size, 3) in [0, 255]: orient, crop, resize."""
+    _check_crop(crop)
+    image = _apply_orientation(_decode_rgb_0_255(contents), orientation)
+    if crop == 'center':
+        image = _center_square(image)
+    return _resize_square(image, img_size, antialias)
+
+
+def _check_crop(crop):
+    if crop not in CROPS:
+        raise DataError(f'crop must be one of {list(CROPS)}, got {crop!r}')
+
+
+def _apply_orientation(image, orientation):
+    """The image as shown for EXIF orientation 1-8 (as PIL's ImageOps.exif_transpose)."""
+    branches = [
+        lambda: image,                                          # 1: as stored
+        lambda: tf.image.flip_left_right(image),                # 2: mirrored
+        lambda: tf.image.rot90(image, 2),                       # 3: upside down
+        lambda: tf.image.flip_up_down(image),                   # 4: mirrored upside down
+        lambda: tf.image.transpose(image),                      # 5: mirrored, turned
+        lambda: tf.image.rot90(image, 3),                       # 6: turn 90 clockwise
+        lambda: tf.image.rot90(tf.image.transpose(image), 2),   # 7: transverse
+        lambda: tf.image.rot90(image, 1),                       # 8: turn 90 anticlockwise
+    ]
+    index = tf.clip_by_value(tf.cast(orientation, tf.int32) - 1, 0, 7)
+    return tf.ensure_shape(tf.switch_case(index, branches), [None, None, 3])
+
+
+def _center_square(image):
+    """The largest centred square (offsets rounded down)."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    side = tf.minimum(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[top:top + side, left:left + side]
 
 
 def _decode_rgb_0_255(contents):
@@ -208,37 +411,49 @@ def _resize_square(image, img_size, antialias):
     return tf.ensure_shape(image, [img_size, img_size, 3])
 
 
-def _usable_image_files(file_pattern_or_files):
-    """A glob, a directory or a list of files -> the files that pass check_images."""
+def _usable_images(file_pattern_or_files):
+    """A glob, a directory or a list of files -> the ImageScan of check_images."""
     if isinstance(file_pattern_or_files, (str, os.PathLike)):
         files = list_image_files(file_pattern_or_files)
     else:
         files = [os.fspath(f) for f in file_pattern_or_files]
         if not files:
             raise DataError('The list of image files is empty: pass at least one file.')
-    return check_images(files)[0]
+    return scan_images(files)
+
+
+def _file_dataset(scan):
+    """(path, EXIF orientation) pairs of the usable files."""
+    orientations = np.array([info.orientation for info in scan.infos], np.int32)
+    return tf.data.Dataset.from_tensor_slices((scan.files, orientations))
 
 
 def make_dataset(file_pattern_or_files, img_size, batch_size, antialias=False, seed=None,
-                 shuffle=True, repeat=True, cache=None):
-    """Training images as a tf.data pipeline; `dataset.n_files` is the number of files used.
+                 shuffle=True, repeat=True, cache=None, crop='none'):
+    """Training images as a tf.data pipeline; `dataset.n_files` is the number of files used
+    and `dataset.summary` one line about them (see `summarize`).
 
     Batches are float32 (batch_size, img_size, img_size, 3) in [-1, 1], always full
-    (drop_remainder), decoded by `decode_image`. Files: a glob, a directory or a list;
+    (drop_remainder), decoded by `decode_image` (EXIF orientation applied, crop 'none' or
+    'center'). Files: a glob, a directory or a list;
     undecodable ones are skipped (see check_images). shuffle: a new order every epoch over
     all files. seed: a reproducible order (and deterministic parallel decoding). cache:
     keep decoded images in memory; None = when they fit in CACHE_LIMIT_BYTES.
     """
-    files = _usable_image_files(file_pattern_or_files)
-    if len(files) < batch_size:
-        raise DataError(f'Only {len(files)} usable image files, fewer than one batch '
-                        f'(batch_size={batch_size}): lower batch_size or add images.')
+    _check_crop(crop)
+    scan = _usable_images(file_pattern_or_files)
+    n = len(scan.files)
+    if n < batch_size:
+        raise DataError(f'Only {n} usable image files, fewer than one batch '
+                        f'(batch_size={batch_size}): use --set batch_size={_power_of_two(n)} '
+                        f'or add images.')
     if cache is None:
-        cache = len(files) * img_size * img_size * 3 * 4 < CACHE_LIMIT_BYTES
-    ds = tf.data.Dataset.from_tensor_slices(files)
+        cache = n * img_size * img_size * 3 * 4 < CACHE_LIMIT_BYTES
+    ds = _file_dataset(scan)
     if shuffle and not cache:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda path: decode_image(path, img_size, antialias),
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda path, orientation: decode_image(path, img_size, antialias, crop,
+                                                       orientation),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None)
     # Backstop for damage check_images cannot see: skip the file (TF logs a warning)
     # instead of stopping a long training run.
@@ -246,29 +461,107 @@ def make_dataset(file_pattern_or_files, img_size, batch_size, antialias=False, s
     if cache:
         ds = ds.cache()
         if shuffle:  # after the cache, or every epoch would replay the first epoch's order
-            ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=True)  # fixed shapes for the XLA train step
     ds = ds.prefetch(tf.data.AUTOTUNE)
-    ds.n_files = len(files)  # a plain attribute: gone after further transformations
+    ds.n_files = n  # plain attributes: gone after further transformations
+    ds.summary = summarize(scan, img_size, crop, antialias, cache)
     return ds
 
 
-def decode_uint8_images(file_pattern_or_files, img_size, batch_size=50, antialias=False):
+def _power_of_two(n):
+    """The largest power of two <= n (n >= 1): a batch size that splits over devices."""
+    return 1 << (n.bit_length() - 1)
+
+
+def summarize(scan, img_size, crop='none', antialias=False, cache=False):
+    """One line about an ImageScan and what the pipeline does to it, e.g.
+    '150 images (2 skipped: 1 truncated JPEG, 1 not an image); sizes 48x64 to 1024x768
+    (37 distinct), 12 non-square; rotated by EXIF: 3, centre-cropped and resized to 64x64,
+    cached in memory'. Sizes are width x height as shown, from the file headers."""
+    found = f'{len(scan.files)} images'
+    if scan.bad:
+        found += f' ({len(scan.bad)} skipped: {_reasons_text(scan.bad)})'
+    sizes = [info.size for info in scan.infos]
+    return '; '.join([found, _sizes_text(sizes),
+                      _treatment_text(scan.infos, img_size, crop, antialias, cache)])
+
+
+def _reasons_text(bad):
+    """'1 truncated JPEG, 1 not an image': skip reasons, most frequent first."""
+    counts = collections.Counter(_reason_kind(problem) for _, problem in bad)
+    return ', '.join(f'{n} {kind}' for kind, n in sorted(counts.items(),
+                                                          key=lambda kv: (-kv[1], kv[0])))
+
+
+def _reason_kind(problem):
+    # The problem without its details: 'truncated JPEG (no end marker)' -> 'truncated JPEG'.
+    if problem.startswith('not a JPEG'):
+        return 'not an image'
+    if problem.startswith('unreadable'):
+        return 'unreadable'
+    return problem.split(' (')[0].removesuffix(' is not supported')
+
+
+def _sizes_text(sizes):
+    """'all 32x32' or 'sizes 48x64 to 1024x768 (37 distinct), 12 non-square'."""
+    known = [s for s in sizes if s is not None]
+    distinct = sorted(set(known), key=lambda s: (s[0] * s[1], s))
+    name = lambda s: f'{s[0]}x{s[1]}'
+    if len(distinct) == 1:
+        text = f'all {name(distinct[0])}'
+    elif distinct:
+        text = f'sizes {name(distinct[0])} to {name(distinct[-1])} ({len(distinct)} distinct)'
+    else:
+        text = 'sizes unknown'
+    non_square = sum(w != h for w, h in known)
+    if non_square and len(distinct) > 1:
+        text += f', {non_square} non-square'
+    if 0 < len(known) < len(sizes):
+        text += f', {len(sizes) - len(known)} of unknown size'
+    return text
+
+
+def _treatment_text(infos, img_size, crop, antialias, cache):
+    """What decoding does: EXIF rotations, crop or squash, resize, caching."""
+    sizes = [info.size for info in infos]
+    target = f'{img_size}x{img_size}'
+    steps = []
+    rotated = sum(info.orientation != 1 for info in infos)
+    if rotated:
+        steps.append(f'rotated by EXIF: {rotated}')
+    resized = any(s != (img_size, img_size) for s in sizes)  # unknown sizes count as resized
+    if any(s is not None and s[0] != s[1] for s in sizes):
+        steps.append(f'centre-cropped and resized to {target}' if crop == 'center'
+                     else f'squashed to {target} (crop=none)')
+    elif resized:
+        steps.append(f'resized to {target}')
+    else:
+        steps.append(f'used at {target} as they are')
+    if antialias and resized:
+        steps[-1] += ' with antialias'
+    steps.append('cached in memory' if cache else 'decoded again every epoch')
+    return ', '.join(steps)
+
+
+def decode_uint8_images(file_pattern_or_files, img_size, batch_size=50, antialias=False,
+                        crop='none'):
     """Yield uint8 numpy batches (n, img_size, img_size, 3), in file order, for FID.
 
-    Same decoding and resize as training (`decode_image`) without the [-1, 1] scaling;
-    the resized values are clipped to [0, 255] and rounded half to even. Undecodable
-    files are skipped (see check_images); the last batch may be smaller.
+    Same decoding, EXIF orientation, crop and resize as training (`decode_image`) without
+    the [-1, 1] scaling; the resized values are clipped to [0, 255] and rounded half to
+    even. Undecodable files are skipped (see check_images); the last batch may be smaller.
     """
-    files = _usable_image_files(file_pattern_or_files)
+    _check_crop(crop)
+    scan = _usable_images(file_pattern_or_files)
 
-    def decode_uint8(path):
-        image = _resize_square(_decode_rgb_0_255(tf.io.read_file(path)), img_size, antialias)
+    def decode_uint8(path, orientation):
+        image = _decode_resized(tf.io.read_file(path), img_size, antialias, crop, orientation)
         return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
 
-    ds = (tf.data.Dataset.from_tensor_slices(files)
+    ds = (_file_dataset(scan)
           .map(decode_uint8, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
           .batch(batch_size).prefetch(tf.data.AUTOTUNE))
     yield from ds.as_numpy_iterator()

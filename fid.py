@@ -43,6 +43,9 @@ TF2015_URL = 'http://download.tensorflow.org/models/image/imagenet/inception-201
 TF2015_FILE = 'classify_image_graph_def.pb'
 KERAS_WEIGHTS_FILE = 'inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5'
 CACHE_ROOT = os.path.join(os.path.expanduser('~'), '.cache', 'ladagan')
+# Fewest real images the in-training FID uses when the data has fewer than n_fid_real:
+# below it the covariance of 2048 features is too poor an estimate to rank checkpoints.
+MIN_FID_IMAGES = 50
 
 
 class FIDError(Exception):
@@ -50,7 +53,8 @@ class FIDError(Exception):
 
 
 class FIDUnavailable(FIDError):
-    """The feature network's weights are missing and cannot be downloaded."""
+    """FID cannot be computed: the feature network's weights are missing and cannot be
+    downloaded, or (in-training FID) there are fewer than MIN_FID_IMAGES real images."""
 
 
 def _data():
@@ -71,6 +75,7 @@ def find_images(pattern):
 
 def select_files(paths, n, seed, what='images'):
     """n files drawn without replacement with a seeded shuffle; n='all' (or None): all.
+    More than there are: all of them, saying so in one line on stderr.
 
     Like the authors' list_files(seed=42).take(n), but not the same order as tf.data.
     """
@@ -78,7 +83,9 @@ def select_files(paths, n, seed, what='images'):
         return list(paths)
     n = int(n)
     if n > len(paths):
-        raise FIDError(f'asked for {n} {what} but only {len(paths)} were found')
+        print(f'asked for {n} {what} but only {len(paths)} exist: using all {len(paths)}',
+              file=sys.stderr)
+        return list(paths)
     order = np.random.default_rng(seed).permutation(len(paths))[:n]
     return [paths[i] for i in sorted(order)]
 
@@ -107,18 +114,20 @@ def common_size(paths):
     return first[1][0]
 
 
-def read_images(paths, img_size, batch_size=50, antialias=False):
+def read_images(paths, img_size, batch_size=50, antialias=False, crop='none'):
     """Yield uint8 (B, img_size, img_size, 3) batches of the image files, in order.
 
     data.decode_uint8_images: the training pipeline's decoding (gray -> RGB, alpha
-    dropped) and bilinear resize when an image is not img_size x img_size (no antialias
-    unless asked, as the authors), rounded to uint8 as if the data set had been stored
-    resized (the authors' monitor keeps the resized floats: at most 0.5/255 apart).
+    dropped, EXIF orientation), crop ('none' or 'center', as config's crop) and bilinear
+    resize when an image is not img_size x img_size (no antialias unless asked, as the
+    authors), rounded to uint8 as if the data set had been stored resized (the authors'
+    monitor keeps the resized floats: at most 0.5/255 apart).
     """
     import tensorflow as tf
     data = _data()
     try:
-        yield from data.decode_uint8_images(list(paths), img_size, batch_size, antialias)
+        yield from data.decode_uint8_images(list(paths), img_size, batch_size, antialias,
+                                            crop)
     except data.DataError as e:
         raise FIDError(str(e)) from None
     except tf.errors.OpError as e:
@@ -322,24 +331,26 @@ def compute_features(batches, extractor, n=None, desc='features'):
 # Reference statistics of real images, cached on disk
 # ---------------------------------------------------------------------------------------
 
-def stats_key(file_list, n, img_size, network, resize_method):
+def stats_key(file_list, n, img_size, network, resize_method, crop='none'):
     """sha1 of everything the real statistics depend on: the files used (sorted, with
-    sizes and mtimes, so edits invalidate), n, img_size, resize method and network.
-    'version' changes with the image decoding (2: data.decode_uint8_images)."""
+    sizes and mtimes, so edits invalidate), n, img_size, resize method, crop and network.
+    'version' changes with the image decoding (2: data.decode_uint8_images; 3: EXIF
+    orientation applied)."""
     files = []
     for path in sorted(file_list):
         st = os.stat(path)
         files.append([os.path.abspath(path), st.st_size, st.st_mtime_ns])
-    blob = json.dumps({'version': 2, 'files': files, 'n': n, 'img_size': img_size,
-                       'resize': resize_method, 'network': network}, sort_keys=True)
+    blob = json.dumps({'version': 3, 'files': files, 'n': n, 'img_size': img_size,
+                       'resize': resize_method, 'crop': crop, 'network': network},
+                      sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()
 
 
 def real_stats(file_list, n, img_size, network, extractor, cache_dir, loader=read_images,
-               batch_size=50, antialias=False):
+               batch_size=50, antialias=False, crop='none'):
     """Features, mu and sigma of the first n files of file_list, cached as .npz.
 
-    loader(paths, img_size, batch_size, antialias) yields uint8 batches. The cache
+    loader(paths, img_size, batch_size, antialias, crop) yields uint8 batches. The cache
     file is named by `stats_key`; it is written atomically and reused only when the key
     matches. Returns a dict with features, mu, sigma, path and from_cache.
     """
@@ -349,15 +360,15 @@ def real_stats(file_list, n, img_size, network, extractor, cache_dir, loader=rea
         raise FIDError(f'asked for {n} real images but only {len(file_list)} were given')
     files = list(file_list)[:n]
     resize = 'bilinear-antialias' if antialias else 'bilinear'
-    key = stats_key(files, n, img_size, network, resize)
+    key = stats_key(files, n, img_size, network, resize, crop)
     path = os.path.join(cache_dir, f'real-{key}.npz') if cache_dir else None
     if path and os.path.isfile(path):
         with np.load(path) as data:
             if str(data['key']) == key:
                 return {'features': data['features'], 'mu': data['mu'],
                         'sigma': data['sigma'], 'path': path, 'from_cache': True}
-    feats = compute_features(loader(files, img_size, batch_size, antialias), extractor,
-                             n=n, desc='real features')['features']
+    feats = compute_features(loader(files, img_size, batch_size, antialias, crop),
+                             extractor, n=n, desc='real features')['features']
     mu, sigma = metrics.feature_stats(feats)
     if path:
         with utils.atomic_write(path) as tmp:
@@ -393,19 +404,22 @@ class InLoopFID:
     are computed once and cached on disk (cache_dir, keyed by `stats_key`: a second run
     reads them); the square root of their covariance is computed once, so each call
     takes the 'eigh' FID (agrees with sqrtm to < 1e-6 relative, much faster).
-    Raises FIDUnavailable when the Keras weights are missing.
+    Fewer real images than n_fid_real: all of them against as many samples (one line
+    printed); fewer than MIN_FID_IMAGES then: FIDUnavailable. Raises FIDUnavailable
+    when the Keras weights are missing.
     """
 
     def __init__(self, eval_dir, conf, weights='imagenet', cache_dir=None, seed=42):
-        self.n = conf['n_fid_real']
         self.batch_size = conf['fid_batch_size']
         self.gen_batch_size = conf.get('gen_batch_size') or self.batch_size
-        antialias = bool(conf.get('antialias', False))  # as the training images
-        files = select_files(find_images(eval_dir), self.n, seed, 'real images')
+        found = find_images(eval_dir)
+        self.n = _in_loop_n(len(found), conf['n_fid_real'], eval_dir)
+        files = select_files(found, self.n, seed, 'real images')
         self.extractor = KerasInception(weights=weights)
         self.real = real_stats(files, self.n, conf['img_size'], self.extractor.name,
                                self.extractor, cache_dir, batch_size=self.batch_size,
-                               antialias=antialias)
+                               antialias=bool(conf.get('antialias', False)),  # as training
+                               crop=conf.get('crop', 'none'))
         self.sqrt_sigma_real = metrics.sqrt_psd(self.real['sigma'])
         self.sampler = None
 
@@ -419,6 +433,18 @@ class InLoopFID:
         return metrics.frechet_distance(self.real['mu'], self.real['sigma'],
                                         *metrics.feature_stats(fake), method='eigh',
                                         sqrt_sigma1=self.sqrt_sigma_real)
+
+
+def _in_loop_n(n_found, n_fid_real, eval_dir):
+    """How many real images (and samples) the in-training FID uses."""
+    if n_found >= n_fid_real:
+        return n_fid_real
+    if n_found < MIN_FID_IMAGES:
+        raise FIDUnavailable(f'only {n_found} real images in {eval_dir}, fewer than the '
+                             f'{MIN_FID_IMAGES} an FID needs (fid.MIN_FID_IMAGES)')
+    print(f'FID: {n_found} real images in {eval_dir}, fewer than n_fid_real={n_fid_real}: '
+          f'using all {n_found} against {n_found} samples')
+    return n_found
 
 
 # ---------------------------------------------------------------------------------------

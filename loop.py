@@ -41,9 +41,10 @@ class Run:
         strategy = make_strategy(args.strategy, args.tpu)
         self.is_chief = is_chief(strategy)
         dataset = data.make_dataset(plan.file_pattern, conf['img_size'], conf['batch_size'],
-                                    antialias=conf['antialias'], seed=args.seed)
+                                    antialias=conf['antialias'], seed=args.seed,
+                                    crop=conf['crop'])
         self.n_train_images = dataset.n_files
-        self.data_summary = getattr(dataset, 'summary', f'{dataset.n_files:,} images')
+        self.data_summary = dataset.summary
         self.last_saved = None  # newest checkpoint this process wrote
         self.gan = trainer.LadaGAN(conf, jit_compile=args.jit, strategy=strategy,
                                    precision=args.precision, grad_accum=args.grad_accum)

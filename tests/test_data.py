@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, ImageOps
 
 import data
 
@@ -235,6 +235,181 @@ def test_mixed_formats_and_sizes_make_one_dataset(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
+# EXIF orientation (JPEG): applied as PIL's ImageOps.exif_transpose shows the image
+# ---------------------------------------------------------------------------------------
+
+def _blocks(h_blocks, w_blocks, seed):
+    """Random colour 8x8 blocks: JPEG keeps them to a level or two, and any turn or mirror
+    of the image moves them."""
+    return np.kron(_random_rgb(h_blocks, w_blocks, seed=seed), np.ones((8, 8, 1), np.uint8))
+
+
+def _exif_jpeg(path, rgb, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _save(rgb, path, quality=95, exif=exif.tobytes())
+
+
+def _shown(path):
+    """The image as PIL shows it after applying its EXIF orientation, float32 0-255."""
+    with Image.open(path) as image:
+        return np.asarray(ImageOps.exif_transpose(image).convert('RGB'), np.float32)
+
+
+def _resized(rgb, size):
+    return tf.image.resize(np.asarray(rgb, np.float32), [size, size], 'bilinear').numpy()
+
+
+@pytest.mark.parametrize('orientation', range(1, 9))
+def test_exif_orientation_decodes_as_pil_shows_it(tmp_path, orientation):
+    stored = _blocks(3, 5, seed=30)  # 24 x 40, not square: turns swap the sides
+    path = _exif_jpeg(tmp_path / 'o.jpg', stored, orientation)
+    shown = _shown(path)
+    if orientation != 1:  # the reference really differs from the stored pixels
+        assert shown.shape != stored.shape or np.abs(shown - stored).max() > 50
+    info = data._inspect_image_file(path)
+    assert info.orientation == orientation and info.size == (shown.shape[1], shown.shape[0])
+    tolerance = 1 / 127.5 + 1e-5  # PIL and TF's accurate IDCT: at most one level apart
+    np.testing.assert_allclose(_decode(path, 16), _scaled(_resized(shown, 16)), atol=tolerance)
+    # Used directly with bytes; and through the FID reader.
+    np.testing.assert_allclose(data.decode_image(open(path, 'rb').read(), 16).numpy(),
+                               _scaled(_resized(shown, 16)), atol=tolerance)
+    (batch,) = data.decode_uint8_images([path], 16)
+    assert np.abs(batch[0] - np.round(_resized(shown, 16))).max() <= 1
+
+
+def test_exif_orientation_in_the_training_pipeline(tmp_path):
+    paths = [_exif_jpeg(tmp_path / f'{o}.jpg', _blocks(3, 5, seed=30 + o), o) for o in range(1, 9)]
+    ds = data.make_dataset(paths, 24, 8, crop='center', shuffle=False, repeat=False, seed=0)
+    (batch,) = [b.numpy() for b in ds]
+    for path, image in zip(paths, batch):
+        shown = _shown(path)
+        top, left = (shown.shape[0] - 24) // 2, (shown.shape[1] - 24) // 2
+        expected = _scaled(shown[top:top + 24, left:left + 24])  # the square: no resize
+        assert np.abs(image - expected).max() <= 1 / 127.5 + 1e-5, path
+    assert 'rotated by EXIF: 7' in ds.summary
+
+
+def test_decode_image_on_a_path_tensor_in_a_graph_reads_the_orientation(tmp_path):
+    path = _exif_jpeg(tmp_path / 'six.jpg', _blocks(2, 3, seed=31), 6)  # turned: 16 x 24 shown
+    ds = tf.data.Dataset.from_tensor_slices([path]).map(lambda p: data.decode_image(p, 8))
+    np.testing.assert_allclose(next(iter(ds)).numpy(), _scaled(_resized(_shown(path), 8)),
+                               atol=1 / 127.5 + 1e-5)
+
+
+def _segment(marker, payload):
+    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, 'big') + payload
+
+
+def _little_endian_exif(orientation):
+    """An APP1 payload with an Intel-order TIFF header and one IFD0 entry: the orientation."""
+    entry = (0x0112).to_bytes(2, 'little') + (3).to_bytes(2, 'little') + (1).to_bytes(4, 'little')
+    entry += orientation.to_bytes(2, 'little') + b'\0\0'
+    return (b'Exif\0\0II*\0' + (8).to_bytes(4, 'little') + (1).to_bytes(2, 'little') + entry
+            + b'\0\0\0\0')
+
+
+def test_exif_and_frame_size_found_after_large_segments(tmp_path):
+    # A 6 KB comment and an XMP APP1 push the EXIF and the frame header past the first 2 KiB.
+    plain = open(_save(_blocks(2, 3, seed=32), tmp_path / 'plain.jpg', quality=95), 'rb').read()
+    xmp = _segment(0xE1, b'http://ns.adobe.com/xap/1.0/\0' + b'<x/>' * 10)
+    exif = _segment(0xE1, _little_endian_exif(8))
+    encoded = plain[:2] + _segment(0xFE, b'c' * 6000) + xmp + exif + plain[2:]
+    path = tmp_path / 'late.jpg'
+    path.write_bytes(encoded)
+    assert encoded.index(b'Exif') > 2048 and encoded.index(b'\xff\xc0') > 2048
+    assert data._inspect_image_file(str(path)) == data.ImageInfo(None, (16, 24), 8)
+    assert data.read_orientation(str(path)) == 8
+    shown = _shown(path)
+    assert shown.shape == (24, 16, 3)  # PIL read the same tag
+    np.testing.assert_allclose(_decode(path, 8), _scaled(_resized(shown, 8)), atol=1 / 127.5 + 1e-5)
+
+
+def test_untagged_and_non_jpeg_files_keep_orientation_one(tmp_path):
+    assert data.read_orientation(_save(_blocks(1, 1, seed=33), tmp_path / 'a.jpg')) == 1
+    assert data.read_orientation(_save(_blocks(1, 1, seed=33), tmp_path / 'a.png')) == 1
+    encoded = open(_exif_jpeg(tmp_path / 'bad.jpg', _blocks(1, 1, seed=33), 9), 'rb').read()
+    assert data.read_orientation(encoded) == 1  # 9 is no orientation: left as stored
+
+
+# ---------------------------------------------------------------------------------------
+# crop: 'none' squashes to a square (the authors'), 'center' takes the centred square
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('shape', [(8, 16), (17, 8)])  # 2:1 wide; tall with an odd margin
+def test_center_crop_is_the_centre_square_resized(tmp_path, shape):
+    rgb = _random_rgb(*shape, seed=34)
+    path = _save(rgb, tmp_path / 'wide.png')
+    side = min(shape)
+    top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
+    square = rgb[top:top + side, left:left + side]
+    np.testing.assert_array_equal(_decode(path, 8, crop='center'), _scaled(square))
+    np.testing.assert_allclose(_decode(path, 4, crop='center'), _scaled(_resized(square, 4)),
+                               atol=1e-5)
+    np.testing.assert_allclose(_decode(path, 4), _scaled(_resized(rgb, 4)), atol=1e-5)  # none
+    (batch,) = data.decode_uint8_images([path], 4, crop='center')
+    np.testing.assert_array_equal(batch[0], np.round(_resized(square, 4)))
+    (batch,) = data.make_dataset([path], 8, 1, crop='center', repeat=False)
+    np.testing.assert_array_equal(batch[0], _scaled(square))
+
+
+def test_unknown_crop_is_refused(tmp_path):
+    path = _save(_random_rgb(4, 4), tmp_path / 'x.png')
+    for call in (lambda: data.decode_image(path, 4, crop='centre'),
+                 lambda: data.make_dataset([path], 4, 1, crop='centre'),
+                 lambda: next(data.decode_uint8_images([path], 4, crop='centre'))):
+        with pytest.raises(data.DataError, match="crop must be one of \\['none', 'center'\\]"):
+            call()
+
+
+# ---------------------------------------------------------------------------------------
+# Sizes from the file headers, and the one-line summary
+# ---------------------------------------------------------------------------------------
+
+def test_header_sizes_equal_pil_sizes_in_every_format(tmp_path):
+    rgb = _random_rgb(7, 13, seed=35)  # 13 wide, 7 high
+    paths = [_save(rgb, tmp_path / 'a.png'), _save(rgb, tmp_path / 'b.jpg'),
+             _save(rgb, tmp_path / 'c.bmp'), _save(rgb, tmp_path / 'd.gif'),
+             _save(rgb, tmp_path / 'e.webp', quality=80),
+             _save(rgb, tmp_path / 'f.webp', lossless=True),
+             _save(np.dstack([rgb, rgb[..., :1]]), tmp_path / 'g.webp', quality=80),
+             _save(_random_rgb(300, 2, seed=36), tmp_path / 'h.jpg')]
+    chunks = {open(p, 'rb').read()[12:16] for p in paths if p.endswith('.webp')}
+    assert chunks == {b'VP8 ', b'VP8L', b'VP8X'}  # lossy, lossless, extended (alpha)
+    scan = data.scan_images(paths)
+    for path, info in zip(paths, scan.infos):
+        with Image.open(path) as image:
+            assert info.size == image.size, path
+
+
+def test_summary_counts_images_skips_sizes_and_treatment(tmp_path):
+    _save(_random_rgb(8, 8), tmp_path / 'a.png')
+    _save(_random_rgb(8, 16), tmp_path / 'b.png')
+    _exif_jpeg(tmp_path / 'c.jpg', _blocks(1, 2, seed=37), 6)  # 16 x 8 stored, 8 x 16 shown
+    (tmp_path / 'd.jpg').write_text('not an image')
+    encoded = open(_save(_random_rgb(16, 16), tmp_path / 'e.jpg'), 'rb').read()
+    (tmp_path / 'e.jpg').write_bytes(encoded[:len(encoded) // 2])
+    with pytest.warns(data.DataWarning):
+        ds = data.make_dataset(str(tmp_path), 8, 2, cache=False)
+    assert ds.summary == ('3 images (2 skipped: 1 not an image, 1 truncated JPEG); '
+                          'sizes 8x8 to 16x8 (3 distinct), 2 non-square; rotated by EXIF: 1, '
+                          'squashed to 8x8 (crop=none), decoded again every epoch')
+    with pytest.warns(data.DataWarning):
+        ds = data.make_dataset(str(tmp_path), 8, 2, crop='center', antialias=True)
+    assert ds.summary.endswith('; rotated by EXIF: 1, centre-cropped and resized to 8x8 '
+                               'with antialias, cached in memory')
+
+
+def test_summary_of_square_images(tmp_path):
+    _solid_pngs(tmp_path / 'same', 3, size=8)
+    assert data.make_dataset(str(tmp_path / 'same'), 8, 2).summary == (
+        '3 images; all 8x8; used at 8x8 as they are, cached in memory')
+    _save(_random_rgb(16, 16), tmp_path / 'same' / 'big.png')
+    assert data.make_dataset(str(tmp_path / 'same'), 8, 2).summary == (
+        '4 images; sizes 8x8 to 16x16 (2 distinct); resized to 8x8, cached in memory')
+
+
+# ---------------------------------------------------------------------------------------
 # Listing files and input errors
 # ---------------------------------------------------------------------------------------
 
@@ -298,11 +473,16 @@ def test_data_error_is_a_value_error():
     assert issubclass(data.DataError, ValueError)
 
 
-def test_fewer_files_than_a_batch_raises_with_counts(tmp_path):
+def test_fewer_files_than_a_batch_raises_with_counts_and_a_batch_size_that_works(tmp_path):
     _solid_pngs(tmp_path, 3)
-    with pytest.raises(data.DataError, match=r'Only 3 usable .*batch_size=4.*lower batch_size'):
+    with pytest.raises(data.DataError,
+                       match=r'Only 3 usable .*\(batch_size=4\): use --set batch_size=2 or add'):
         data.make_dataset(str(tmp_path), 4, 4)
     data.make_dataset(str(tmp_path), 4, 3)  # exactly one batch is enough
+    _solid_pngs(tmp_path / 'six', 6)
+    with pytest.raises(data.DataError, match=r'Only 6 .*use --set batch_size=4 '):
+        data.make_dataset(str(tmp_path / 'six'), 4, 128)
+    assert len(next(iter(data.make_dataset(str(tmp_path / 'six'), 4, 4)))) == 4
 
 
 # ---------------------------------------------------------------------------------------

@@ -573,8 +573,28 @@ def test_real_stats_cache_is_reused_and_invalidated(tmp_path, real_files):
 def test_real_stats_with_fewer_images_than_asked(tmp_path, real_files):
     with pytest.raises(fid.FIDError, match='asked for 20 real images but only 12'):
         fid.real_stats(real_files, 20, 8, 'counting', CountingExtractor(), str(tmp_path))
-    with pytest.raises(fid.FIDError, match='asked for 20 images but only 12'):
-        fid.select_files(real_files, 20, seed=0)
+
+
+def test_select_files_takes_all_when_asked_for_more_and_says_so(real_files, capsys):
+    assert fid.select_files(real_files, 20, seed=0, what='real images') == real_files
+    captured = capsys.readouterr()
+    assert captured.err == 'asked for 20 real images but only 12 exist: using all 12\n'
+    assert fid.select_files(real_files, 12, seed=0) == real_files  # all, silently
+    assert capsys.readouterr().err == ''
+
+
+def test_stats_key_depends_on_the_crop(real_files):
+    keys = {crop: fid.stats_key(real_files, 12, 8, 'net', 'bilinear', crop)
+            for crop in ('none', 'center')}
+    assert keys['none'] != keys['center']
+    assert keys['none'] == fid.stats_key(real_files, 12, 8, 'net', 'bilinear')  # default
+
+
+def test_read_images_center_crop(tmp_path):
+    wide = np.random.default_rng(15).integers(0, 256, (8, 16, 3), dtype=np.uint8)
+    Image.fromarray(wide).save(tmp_path / 'wide.png')
+    (batch,) = list(fid.read_images([str(tmp_path / 'wide.png')], 8, crop='center'))
+    np.testing.assert_array_equal(batch[0], wide[:, 4:12])  # the centre 8x8 square
 
 
 def test_select_files_is_seeded():
@@ -610,8 +630,6 @@ def bad_inputs(tmp_path, real_files):
     (['--eval_dir', '/nonexistent/*.png', '--fake_dir', 'REAL'], 'No file matches'),
     (['--eval_dir', 'EMPTY', '--fake_dir', 'REAL'], 'holds no image files'),
     (['--fake_dir', 'EMPTY'], 'holds no image files'),
-    (['--n_real', '100', '--fake_dir', 'REAL'], 'asked for 100 real images but only 12'),
-    (['--n_fake', '13', '--fake_dir', 'REAL'], 'asked for 13 fake images but only 12'),
     (['--fake_dir', 'MIXED'], 'must be square and of one size'),
     (['--network', 'tf2015', '--inception_path', '/nonexistent.pb', '--fake_dir', 'REAL'],
      'Inception graph not found'),
@@ -845,6 +863,74 @@ def test_in_loop_fid_without_gen_batch_size_uses_fid_batch_size(tmp_path, monkey
                             {'n_fid_real': 6, 'fid_batch_size': 4, 'img_size': 8}, None)
     monitor(gen)
     assert set(gen.seen) == {(4, 3)} and monitor.real['path'] is None
+
+
+def _stub_keras(monkeypatch):
+    class Stub(CountingExtractor):
+        name = 'stub'
+
+        def __init__(self, weights):
+            super().__init__()
+
+    monkeypatch.setattr(fid, 'KerasInception', Stub)
+    return Stub
+
+
+def test_in_loop_fid_with_fewer_real_images_than_n_fid_real_uses_all(tmp_path, monkeypatch,
+                                                                      capsys):
+    stub = _stub_keras(monkeypatch)
+    images = np.random.default_rng(18).integers(0, 256, (fid.MIN_FID_IMAGES, 4, 4, 3),
+                                                dtype=np.uint8)
+    files = _save_pngs(images, str(tmp_path / 'real'))
+    conf = {'n_fid_real': 100, 'fid_batch_size': 16, 'gen_batch_size': 8, 'img_size': 4}
+    monitor = fid.InLoopFID(str(tmp_path / 'real'), conf, None)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and f'{len(files)} real images' in lines[0]
+    assert 'n_fid_real=100' in lines[0] and f'using all {len(files)}' in lines[0]
+    mu, sigma = metrics.feature_stats(stub(None)(images)['features'])
+    np.testing.assert_allclose(monitor.real['mu'], mu, rtol=1e-12)
+    np.testing.assert_allclose(monitor.real['sigma'], sigma, rtol=1e-12)
+    gen = ConstantGenerator(np.zeros((8, 4, 4, 3)))
+    monitor(gen)
+    # 50 reals, then as many fakes (not 100: 7 batches), in batches of 16.
+    assert monitor.n == len(files) and monitor.extractor.calls == 4 + 4
+
+
+def test_in_loop_fid_below_the_minimum_is_unavailable(tmp_path, monkeypatch, real_files):
+    _stub_keras(monkeypatch)
+    conf = {'n_fid_real': 100, 'fid_batch_size': 4, 'img_size': 8}
+    with pytest.raises(fid.FIDUnavailable, match=f'only 12 real images in .*fewer than the '
+                                                 f'{fid.MIN_FID_IMAGES} an FID needs'):
+        fid.InLoopFID(os.path.dirname(real_files[0]), conf, None)
+    assert fid.MIN_FID_IMAGES == 50  # the README states it
+
+
+def test_in_loop_fid_crops_the_real_images_as_training(tmp_path, monkeypatch):
+    stub = _stub_keras(monkeypatch)
+    tall = np.random.default_rng(19).integers(0, 256, (12, 8, 4, 3), dtype=np.uint8)
+    _save_pngs(tall, str(tmp_path / 'real'))  # 4 wide, 8 high
+    conf = {'n_fid_real': 12, 'fid_batch_size': 4, 'img_size': 4}
+    cache = str(tmp_path / 'cache')
+    squashed = fid.InLoopFID(str(tmp_path / 'real'), conf, None, cache)
+    cropped = fid.InLoopFID(str(tmp_path / 'real'), {**conf, 'crop': 'center'}, None, cache)
+    assert not cropped.real['from_cache'] and cropped.real['path'] != squashed.real['path']
+    mu, _ = metrics.feature_stats(stub(None)(tall[:, 2:6])['features'])  # centre 4x4 squares
+    np.testing.assert_allclose(cropped.real['mu'], mu, rtol=1e-12)
+    assert np.abs(squashed.real['mu'] - mu).max() > 1
+
+
+def test_cli_with_fewer_images_than_asked_uses_all_and_says_so(tmp_path, capsys):
+    rng = np.random.default_rng(20)
+    _save_pngs(rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8), str(tmp_path / 'real'))
+    _save_pngs(rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8), str(tmp_path / 'fake'))
+    code = fid.main(['--eval_dir', str(tmp_path / 'real'), '--fake_dir', str(tmp_path / 'fake'),
+                     '--n_real', '10', '--n_fake', '9', '--metrics', 'swd'])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert 'asked for 10 real images but only 6 exist: using all 6' in captured.err
+    assert 'asked for 9 fake images but only 5 exist: using all 5' in captured.err
+    results = json.loads(captured.out)
+    assert results['n_real'] == 6 and results['n_fake'] == 5 and results['swd'] > 0
 
 
 def test_cli_help_explains_the_networks():
