@@ -185,10 +185,7 @@ def load_discriminator(model_dir, checkpoint_path=None):
 # ---------------------------------------------------------------------------------------
 
 PRETRAINED_REPO = 'milmor/LadaGAN'
-# Released models on the Hugging Face Hub: name -> images seen at the released (best-FID)
-# checkpoint, which names its files `ckpt-<n_images>` (SPEC §5).
-PRETRAINED = {'cifar10': 68096000, 'celeba_64': 72192000, 'ffhq_128': 24064000,
-              'bedroom_128': 10624000}
+PRETRAINED = config_lib.PRETRAINED  # name -> images seen at the released checkpoint
 _CKPT_DATA_SUFFIX = '.data-00000-of-00001'
 
 
