@@ -139,7 +139,7 @@ class KerasInception:
     """
     outputs = ('features',)
 
-    def __init__(self, weights='imagenet', jit_compile=True, flag='--inception_path'):
+    def __init__(self, weights='imagenet', jit_compile=True):
         import keras
         if weights not in ('imagenet', None) and not os.path.isfile(weights):
             raise FIDUnavailable(f'Keras InceptionV3 weights file not found: {weights}')
@@ -157,7 +157,7 @@ class KerasInception:
             raise FIDUnavailable(
                 f'cannot get the Keras InceptionV3 ImageNet weights ({reason}); put '
                 f'{KERAS_WEIGHTS_FILE} in {os.path.join(keras_dir, "models")}/ or pass '
-                f'its path ({flag})') from None
+                'its path (train.py --inception_weights, fid.py --inception_path)') from None
         if weights is None:
             self.name = f'keras-inceptionv3-random-{uuid.uuid4().hex}'  # never cached
         elif weights == 'imagenet':
@@ -403,7 +403,7 @@ class InLoopFID:
         self.gen_batch_size = conf.get('gen_batch_size') or self.batch_size
         antialias = bool(conf.get('antialias', False))  # as the training images
         files = select_files(find_images(eval_dir), self.n, seed, 'real images')
-        self.extractor = KerasInception(weights=weights, flag='--inception_weights')
+        self.extractor = KerasInception(weights=weights)
         self.real = real_stats(files, self.n, conf['img_size'], self.extractor.name,
                                self.extractor, cache_dir, batch_size=self.batch_size,
                                antialias=antialias)
