@@ -38,8 +38,9 @@ def parse_args(argv=None):
                              ' (default: config.py defaults, or demo for the generated data)')
     parser.add_argument('--set', dest='overrides', action='append', default=[],
                         metavar='KEY=VALUE',
-                        help='override one config value, e.g. --set batch_size=64 '
-                             '--set g_dim=[256,128,64] (JSON values); repeatable')
+                        help="override one config value, e.g. --set batch_size=64 "
+                             "--set 'g_dim=[256,128,64]' (JSON values, quoted for the shell); "
+                             'repeatable')
     parser.add_argument('--override_config', action='store_true',
                         help="on resume, config.json decides and a --preset/--set value "
                              'that differs from it stops the run; this flag applies the '
