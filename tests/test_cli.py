@@ -199,3 +199,17 @@ def test_ctrl_c_in_fid_ends_in_one_line(fixture_dir, tmp_path):
     assert proc.returncode != 0 and 'Traceback' not in text, text[-3000:]
     assert len(said) == 1 and said[0].startswith('fid.py: interrupted; no results'), said
     assert not out.exists()
+
+
+NATIVE_LOG_LINE = re.compile(r'^[IWEF]\d{4} |absl::InitializeLog|cuInit', re.M)
+
+
+def test_verbose_shows_what_is_hidden_by_default(tmp_path):
+    """--verbose brings TensorFlow's C++ start-up lines back (the Ctrl-C test above shows
+    that without it fid.py says nothing but its progress and its one line)."""
+    (tmp_path / 'empty').mkdir()
+    result = run('fid.py', ['--eval_dir', 'empty', '--fake_dir', 'empty', '--verbose'],
+                 tmp_path)
+    assert result.returncode == 2 and NATIVE_LOG_LINE.search(result.stderr), result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith('fid.py: error:') and 'holds no image files' in last
