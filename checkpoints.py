@@ -1,9 +1,13 @@
 """Checkpoints: the authors' checkpoint format, finding and restoring checkpoints, loading
 a trained generator or discriminator, and downloading the authors' released weights.
 """
+import functools
 import os
 import re
 import shutil
+import socket
+import urllib.parse
+import urllib.request
 
 import tensorflow as tf
 
@@ -209,10 +213,7 @@ def load_discriminator(model_dir, checkpoint_path=None):
 # ---------------------------------------------------------------------------------------
 
 PRETRAINED_REPO = 'milmor/LadaGAN'
-# Released models on the Hugging Face Hub: name -> images seen at the released (best-FID)
-# checkpoint, which names its files `ckpt-<n_images>` (SPEC §5).
-PRETRAINED = {'cifar10': 68096000, 'celeba_64': 72192000, 'ffhq_128': 24064000,
-              'bedroom_128': 10624000}
+PRETRAINED = config_lib.PRETRAINED  # name -> images seen at the released checkpoint
 _CKPT_DATA_SUFFIX = '.data-00000-of-00001'
 
 
@@ -251,8 +252,9 @@ def download_pretrained(name, local_dir=None, cache_dir=None, download_fn=None):
     place the files by hand, when the Hub cannot be reached.
     """
     files = pretrained_files(name)
+    unreachable = None
     if download_fn is None:
-        from huggingface_hub import hf_hub_download as download_fn
+        download_fn, unreachable = _hub_client()
     model_dir = None
     for i, filename in enumerate(files):
         optional = i == len(files) - 1
@@ -264,7 +266,8 @@ def download_pretrained(name, local_dir=None, cache_dir=None, download_fn=None):
                 continue  # best effort: newest_checkpoint_in does without the state file
             if not _is_download_error(e):
                 raise
-            raise CheckpointError(_manual_download_message(name, filename, e, local_dir)) from None
+            raise CheckpointError(_manual_download_message(name, filename, e, local_dir,
+                                                           unreachable)) from None
         if model_dir is None:  # config.json comes first: its folder is the model directory
             model_dir = os.path.dirname(os.fspath(path))
     for filename in files[:-1]:
@@ -272,6 +275,30 @@ def download_pretrained(name, local_dir=None, cache_dir=None, download_fn=None):
             raise CheckpointError(f'download of {name} incomplete: {filename} is not in '
                                   f'{model_dir}')
     return model_dir
+
+
+def _hub_client():
+    """hf_hub_download, and why the Hub cannot be reached (None if it can or if unknown).
+    Unreachable, it only reads files already downloaded: the client would retry for
+    half a minute before failing."""
+    from huggingface_hub import constants, hf_hub_download
+    if constants.HF_HUB_OFFLINE or urllib.request.getproxies():  # a proxy may reach it
+        return hf_hub_download, None
+    unreachable = _unreachable(constants.ENDPOINT)
+    if unreachable:
+        return functools.partial(hf_hub_download, local_files_only=True), unreachable
+    return hf_hub_download, None
+
+
+def _unreachable(endpoint, timeout=3.0):
+    """Why a TCP connection to the endpoint's host fails; None when it connects."""
+    url = urllib.parse.urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == 'https' else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        return f'{url.hostname}:{port} cannot be reached ({e.strerror or e})'
+    return None
 
 
 def _missing_on_hub(error):
@@ -291,14 +318,17 @@ def _is_download_error(error):
     return module.split('.')[0] in ('huggingface_hub', 'httpx', 'httpx2', 'requests', 'urllib3')
 
 
-def _manual_download_message(name, filename, error, local_dir):
+def _manual_download_message(name, filename, error, local_dir, unreachable=None):
     reason = ' '.join(str(error).split()).split('. ')[0].rstrip('.') or 'no details'
     if len(reason) > 300:
         reason = reason[:300].rsplit(' ', 1)[0] + ' ...'
+    reason = f'{type(error).__name__}: {reason}'
+    if unreachable:
+        reason = f'{unreachable} and the file is not in the cache ({type(error).__name__})'
     ckpt = f'ckpt-{PRETRAINED[name]}'
     target = os.path.join(local_dir, name) if local_dir else f'<dir>/{name}'
     return (f"cannot download pretrained model '{name}' ({filename}) from the Hugging Face "
-            f"Hub: {type(error).__name__}: {reason}. To place the files by hand, get "
+            f"Hub: {reason}. To place the files by hand, get "
             f"config.json and best-training-checkpoints/{ckpt}.index and "
             f"{ckpt}{_CKPT_DATA_SUFFIX} from {pretrained_url(name)} into {target}/config.json "
             f"and {target}/{BEST_DIR}/, then pass that folder as the model directory "

@@ -119,6 +119,11 @@ ATTENTIONS = ('lada', 'dot', 'l2', 'simplex', 'duplex')
 # 'center' takes its centred square.
 CROPS = ('none', 'center')
 PRECISIONS = ('fp32', 'bf16', 'fp16')  # compute precision of the train step (trainer.py)
+# The authors' released models on the Hugging Face Hub (checkpoints.download_pretrained):
+# name -> images seen at the released (best-FID) checkpoint, which names its files
+# `ckpt-<n_images>` (SPEC §5). Here, not in checkpoints.py, so --help needs no TensorFlow.
+PRETRAINED = {'cifar10': 68096000, 'celeba_64': 72192000, 'ffhq_128': 24064000,
+              'bedroom_128': 10624000}
 
 
 class ConfigError(ValueError):

@@ -59,6 +59,7 @@ class FIDUnavailable(FIDError):
 
 def _data():
     # data imports TensorFlow (seconds, log lines): only when images are read.
+    cli.import_tensorflow()
     import data
     return data
 
@@ -123,8 +124,8 @@ def read_images(paths, img_size, batch_size=50, antialias=False, crop='none'):
     authors), rounded to uint8 as if the data set had been stored resized (the authors'
     monitor keeps the resized floats: at most 0.5/255 apart).
     """
-    import tensorflow as tf
     data = _data()
+    import tensorflow as tf
     try:
         yield from data.decode_uint8_images(list(paths), img_size, batch_size, antialias,
                                             crop)
@@ -165,7 +166,7 @@ class KerasInception:
             raise FIDUnavailable(
                 f'cannot get the Keras InceptionV3 ImageNet weights ({reason}); put '
                 f'{KERAS_WEIGHTS_FILE} in {os.path.join(keras_dir, "models")}/ or pass '
-                'its path (--inception_path)') from None
+                'its path (train.py --inception_weights, fid.py --inception_path)') from None
         if weights is None:
             self.name = f'keras-inceptionv3-random-{uuid.uuid4().hex}'  # never cached
         elif weights == 'imagenet':
@@ -495,7 +496,8 @@ DEFAULT_STATS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '.c
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
+    p = cli.Parser(
+        prog='fid.py', error_prefix='fid.py: error',
         description='FID/KID/IS/precision-recall/SWD of generated images against real ones.',
         epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--eval_dir', required=True,
@@ -514,12 +516,12 @@ def parse_args(argv=None):
     p.add_argument('--inception_path', help='network file (tf2015 .pb or keras .h5)')
     p.add_argument('--fid_method', choices=metrics.FID_METHODS, default='sqrtm',
                    help='how the FID trace term is computed (default sqrtm, see below)')
-    p.add_argument('--img_size', type=int,
+    p.add_argument('--img_size', type=cli.positive_int,
                    help='resize real images and --fake_dir images to this size; default: '
                         'the generated size (--fake_dir images must then share one size)')
-    p.add_argument('--batch_size', type=int, default=50,
+    p.add_argument('--batch_size', type=cli.positive_int, default=50,
                    help='feature and sampling batch size (default 50)')
-    p.add_argument('--seed', type=int, default=0,
+    p.add_argument('--seed', type=cli.seed, default=0,
                    help='seed of the real/fake file selection, the noise and KID subsets')
     p.add_argument('--cache_dir', default=DEFAULT_STATS_DIR,
                    help='where real statistics are cached (default %(default)s)')
@@ -610,19 +612,31 @@ def _record_size(batches, sizes):
 
 def main(argv=None):
     args = parse_args(argv)
+    cli.quiet(args.verbose)
+    out = _out_path(args)
     try:
+        if out:  # before the evaluation, which may take hours
+            cli.check_writable(out, 'the results')
         results = run(args)
-    except (FIDError, metrics.MetricError) as e:
+    except (FIDError, metrics.MetricError, cli.UsageError) as e:
         return cli.fail(e, prefix='fid.py: error')
-    name = 'swd' if args.metrics.strip() == 'swd' else args.network
-    out = args.out or (os.path.join(args.model_dir, f'eval-{name}.json')
-                       if args.model_dir else None)
+    except KeyboardInterrupt:
+        return cli.interrupted('fid.py', 'no results written (real statistics are cached only '
+                               'when complete); rerun the same command to start again')
     text = json.dumps(results, indent=2)
     print(text)
     if out:
         utils.write_text(out, text + '\n')
         print(f'results written to {out}', file=sys.stderr)
     return 0
+
+
+def _out_path(args):
+    """--out, else MODEL_DIR/eval-NETWORK.json (eval-swd.json for SWD alone)."""
+    if args.out or not (args.model_dir and os.path.isdir(args.model_dir)):
+        return args.out
+    name = 'swd' if args.metrics.strip() == 'swd' else args.network
+    return os.path.join(args.model_dir, f'eval-{name}.json')
 
 
 if __name__ == '__main__':

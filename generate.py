@@ -15,60 +15,23 @@ Python API: save_gif, make_progress_gif, export_keras, export_savedmodel; noise 
 batched sampling are in sampling.py.
 """
 import argparse
-import contextlib
 import glob
-import math
 import os
 import re
 import shutil
 import sys
-import tempfile
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import numpy as np
+from PIL import Image, ImageDraw
 
-import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Hides what native code writes to stderr (TensorFlow's start-up log lines, which
-    ignore TF_CPP_MIN_LOG_LEVEL), unless TF_CPP_MIN_LOG_LEVEL is 0."""
-    if os.environ.get('TF_CPP_MIN_LOG_LEVEL', '0') in ('', '0'):
-        yield
-        return
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no usable fd 2
-        yield
-        return
-    try:
-        with open(os.devnull, 'w') as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-with _quiet_native_stderr():
-    import tensorflow as tf  # noqa: E402
-    tf.config.list_physical_devices('GPU')  # the CUDA probe logs an error on CPU machines
-
-import checkpoints  # noqa: E402
-import cli  # noqa: E402
-import sampling  # noqa: E402
-import utils  # noqa: E402
+import cli
+import config
+import utils
 
 GRID_LIMIT = 1024         # more images than this go to a directory, not one grid PNG
 ATTENTION_PER_PAGE = 8    # images (rows) per attention PNG
 OTHER_IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
 PROGRESS_PATTERN = re.compile(r'samples-(\d+)\.png$')  # train.py: images/samples-<n:09d>.png
-
-
-class UsageError(Exception):
-    """Unusable command-line input; the message says what to change."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -94,7 +57,7 @@ def progress_image_paths(images_dir):
                  if PROGRESS_PATTERN.search(os.path.basename(p))]
         if paths:
             return sorted(paths, key=_images_seen)
-    raise UsageError(f'no samples-<n_images>.png in {images_dir}: train.py writes them to '
+    raise cli.UsageError(f'no samples-<n_images>.png in {images_dir}: train.py writes them to '
                      f'MODEL_DIR/images/')
 
 
@@ -110,7 +73,7 @@ def make_progress_gif(image_paths, out_path, duration_ms=250, last_frame_ms=2000
     """
     image_paths = list(image_paths)
     if not image_paths:
-        raise UsageError('no images for the progress GIF')
+        raise cli.UsageError('no images for the progress GIF')
     frames, size = [], None
     for path in image_paths:
         with Image.open(path) as image:
@@ -165,24 +128,30 @@ def export_keras(generator, path):
     return path
 
 
-class _ServingModule(tf.Module):
-    def __init__(self, generator):
-        super().__init__()
-        self.generator = generator
-        spec = tf.TensorSpec([None, generator.noise_dim], tf.float32, name='noise')
-        self.serve = tf.function(self._serve, input_signature=[spec])
-        self.generate = tf.function(self._generate, input_signature=[spec])
+def _serving_module(generator):
+    """The module export_savedmodel saves (defined here: TensorFlow loads only on use)."""
+    import tensorflow as tf
 
-    def _generate(self, noise):
-        images, attention = self.generator(noise, training=False)
-        return {'images': images, 'attn_8': attention[0], 'attn_16': attention[1],
-                'attn_32': attention[2]}
+    class ServingModule(tf.Module):
+        def __init__(self, generator):
+            super().__init__()
+            self.generator = generator
+            spec = tf.TensorSpec([None, generator.noise_dim], tf.float32, name='noise')
+            self.serve = tf.function(self._serve, input_signature=[spec])
+            self.generate = tf.function(self._generate, input_signature=[spec])
 
-    def _serve(self, noise):
-        images = self.generator(noise, training=False)[0]
-        # utils.to_uint8: x*127.5 + 127.5, clipped to [0, 255], truncated
-        return {'images': tf.cast(tf.clip_by_value(images * 127.5 + 127.5, 0.0, 255.0),
-                                  tf.uint8)}
+        def _generate(self, noise):
+            images, attention = self.generator(noise, training=False)
+            return {'images': images, 'attn_8': attention[0], 'attn_16': attention[1],
+                    'attn_32': attention[2]}
+
+        def _serve(self, noise):
+            images = self.generator(noise, training=False)[0]
+            # utils.to_uint8: x*127.5 + 127.5, clipped to [0, 255], truncated
+            return {'images': tf.cast(tf.clip_by_value(images * 127.5 + 127.5, 0.0, 255.0),
+                                      tf.uint8)}
+
+    return ServingModule(generator)
 
 
 def export_savedmodel(generator, directory):
@@ -195,7 +164,8 @@ def export_savedmodel(generator, directory):
     """
     directory = os.path.abspath(os.fspath(directory))
     _check_savedmodel_target(directory)
-    module = _ServingModule(generator)
+    import tensorflow as tf
+    module = _serving_module(generator)
     tmp = f'{directory}.tmp-{os.getpid()}'
     shutil.rmtree(tmp, ignore_errors=True)
     tf.saved_model.save(module, tmp, signatures={'serving_default': module.serve})
@@ -209,21 +179,16 @@ def export_savedmodel(generator, directory):
 
 def _check_savedmodel_target(directory):
     if os.path.isfile(directory):
-        raise UsageError(f'--export_savedmodel {directory} is a file: give a directory')
+        raise cli.UsageError(f'--export_savedmodel {directory} is a file: give a directory')
     if os.path.isdir(directory) and os.listdir(directory) and not os.path.isfile(
             os.path.join(directory, 'saved_model.pb')):
-        raise UsageError(f'--export_savedmodel {directory} is a non-empty directory that is '
+        raise cli.UsageError(f'--export_savedmodel {directory} is a non-empty directory that is '
                          f'not a SavedModel: give a new or empty directory')
 
 
 # ---------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f'error: {message} (see {self.prog} --help)\n')
-
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
                      argparse.RawDescriptionHelpFormatter):
@@ -234,44 +199,17 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
         return super()._get_help_string(action)
 
 
-def _int_in(low, high, description):
-    """argparse type: an integer in [low, high), with a one-line message otherwise."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
-        if not low <= value < high:
-            raise argparse.ArgumentTypeError(f'must be {description}, got {value}')
-        return value
-    return parse
-
-
-_seed = _int_in(0, 2 ** 63, 'in [0, 2**63)')
-_positive_int = _int_in(1, math.inf, 'a positive integer')
-
-
-def _non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f'must be a finite number >= 0, got {text}')
-    return value
-
-
 def build_parser():
     paragraphs = __doc__.split('\n\n')
-    p = _Parser(prog='generate.py', description=paragraphs[0],
-                epilog='examples:\n' + paragraphs[1] + '\n\n' + paragraphs[2],
-                formatter_class=_HelpFormatter)
+    p = cli.Parser(prog='generate.py', description=paragraphs[0],
+                   epilog='examples:\n' + paragraphs[1] + '\n\n' + paragraphs[2],
+                   formatter_class=_HelpFormatter)
     source = p.add_argument_group('model (one of)')
     source.add_argument('--model_dir', help='trained model directory (config.json and '
                         'best-training-checkpoints/ or training-checkpoints/)')
-    source.add_argument('--pretrained', metavar='NAME',
+    source.add_argument('--pretrained', metavar='NAME', choices=list(config.PRETRAINED),
                         help=f"released model from the Hugging Face Hub: "
-                             f"{', '.join(checkpoints.PRETRAINED)}")
+                             f"{', '.join(config.PRETRAINED)}")
     source.add_argument('--checkpoint', help='a ckpt-<n> path prefix to load instead of the '
                         'newest checkpoint of --model_dir')
     source.add_argument('--cache_dir', help='Hugging Face cache for --pretrained '
@@ -281,14 +219,14 @@ def build_parser():
     source.add_argument('--ema', action=argparse.BooleanOptionalAction, default=True,
                         help='use the EMA generator (the one the authors evaluate)')
     sample_args = p.add_argument_group('sampling')
-    sample_args.add_argument('--n', type=_positive_int, default=25,
+    sample_args.add_argument('--n', type=cli.positive_int, default=25,
                           help='number of images (the keyframes with --interpolate)')
-    sample_args.add_argument('--seed', type=_seed, default=None,
+    sample_args.add_argument('--seed', type=cli.seed, default=None,
                           help='noise seed; the same seed gives the same images '
                                '(default: random, printed)')
-    sample_args.add_argument('--batch_size', type=_positive_int, default=50,
+    sample_args.add_argument('--batch_size', type=cli.positive_int, default=50,
                           help='images per compiled batch')
-    sample_args.add_argument('--truncation', type=_non_negative_float, default=1.0,
+    sample_args.add_argument('--truncation', type=cli.non_negative_float, default=1.0,
                           help='scale of z (below 1: less varied, more typical images)')
     sample_args.add_argument('--jit', action=argparse.BooleanOptionalAction, default=True,
                           help='XLA-compile sampling (as train.py; --no-jit: plain TF graph)')
@@ -299,12 +237,12 @@ def build_parser():
                           '(the GIF and the strip PNG share its stem) or a directory. '
                           'Default: samples.png, or interpolation.gif with --interpolate; '
                           'none when only exporting')
-    out.add_argument('--columns', type=_positive_int, default=None,
+    out.add_argument('--columns', type=cli.positive_int, default=None,
                      help='grid columns (default: about sqrt(n))')
-    out.add_argument('--interpolate', type=_positive_int, metavar='K', default=None,
+    out.add_argument('--interpolate', type=cli.positive_int, metavar='K', default=None,
                      help='latent walk: K frames of spherical interpolation from each of the '
                           'n samples to the next, as an animated GIF and a strip PNG')
-    out.add_argument('--fps', type=_positive_int, default=12, help='GIF frames per second')
+    out.add_argument('--fps', type=cli.positive_int, default=12, help='GIF frames per second')
     out.add_argument('--attention', action='store_true',
                      help=f'also plot the images with the attention map of every stage and '
                           f'head, {ATTENTION_PER_PAGE} images per PNG '
@@ -321,38 +259,6 @@ def build_parser():
     return p
 
 
-def _nearest_existing(path):
-    path = os.path.abspath(path)
-    while not os.path.exists(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return path
-
-
-def check_writable(path, what, is_dir=False):
-    """Raises UsageError unless path (a file, or a directory with is_dir) can be written.
-
-    Nothing is created: the nearest existing ancestor must be a writable directory.
-    """
-    target = os.path.abspath(path)
-    if is_dir and os.path.isfile(target):
-        raise UsageError(f'cannot write {what} to {path}: it is a file, not a directory')
-    if not is_dir and os.path.isdir(target):
-        raise UsageError(f'cannot write {what} to {path}: it is a directory')
-    existing = _nearest_existing(target if is_dir else os.path.dirname(target))
-    if not os.path.isdir(existing):
-        raise UsageError(f'cannot write {what} to {path}: {existing} is a file, not a '
-                         f'directory')
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as e:
-        raise UsageError(f'cannot write {what} to {path}: {existing} is not writable '
-                         f'({e.strerror or e})') from None
-
-
 def plan_outputs(args):
     """{kind: path} of the files the run writes, checked for writability; no model needed.
 
@@ -365,18 +271,18 @@ def plan_outputs(args):
         out = args.out or ('interpolation.gif' if args.interpolate else 'samples.png')
         lower = out.lower()
         if lower.endswith(OTHER_IMAGE_EXTENSIONS):
-            raise UsageError(f'--out {out}: images are written as PNG: give a .png path or '
+            raise cli.UsageError(f'--out {out}: images are written as PNG: give a .png path or '
                              f'a directory')
         if lower.endswith('.gif') and not args.interpolate:
-            raise UsageError(f'--out {out}: a .gif is written only with --interpolate; '
+            raise cli.UsageError(f'--out {out}: a .gif is written only with --interpolate; '
                              f'give a .png path or a directory')
         as_dir = os.path.isdir(out) or not lower.endswith(('.png', '.gif'))
         if as_dir:
-            check_writable(out, 'images', is_dir=True)
+            cli.check_writable(out, 'images', is_dir=True)
             stem = os.path.join(out, 'interpolation')
             plan['attention'] = os.path.join(out, 'attention-{:03d}.png')
         else:
-            check_writable(out, 'images')
+            cli.check_writable(out, 'images')
             stem = out[:-4]
             plan['attention'] = stem + '_attention-{:03d}.png'
         if not args.attention:
@@ -386,74 +292,93 @@ def plan_outputs(args):
         elif as_dir:
             plan['dir'] = out
         elif args.n > GRID_LIMIT:
-            raise UsageError(f'--n {args.n} is too many for one grid PNG (at most '
+            raise cli.UsageError(f'--n {args.n} is too many for one grid PNG (at most '
                              f'{GRID_LIMIT}): give a directory as --out')
         else:
             plan['grid'] = out
     if args.export_keras:
         if not args.export_keras.endswith('.keras'):
-            raise UsageError(f'--export_keras {args.export_keras}: the file name must end '
+            raise cli.UsageError(f'--export_keras {args.export_keras}: the file name must end '
                              f'with .keras')
-        check_writable(args.export_keras, 'the .keras file')
+        cli.check_writable(args.export_keras, 'the .keras file')
         plan['keras'] = args.export_keras
     if args.export_savedmodel:
         _check_savedmodel_target(os.path.abspath(args.export_savedmodel))
-        check_writable(os.path.dirname(os.path.abspath(args.export_savedmodel)),
+        cli.check_writable(os.path.dirname(os.path.abspath(args.export_savedmodel)),
                        'the SavedModel', is_dir=True)
         plan['savedmodel'] = args.export_savedmodel
     return plan
 
 
-def resolve_model_dir(args):
-    if args.pretrained:
-        return checkpoints.download_pretrained(args.pretrained, local_dir=args.local_dir,
-                                         cache_dir=args.cache_dir)
-    return args.model_dir
-
-
 def run(args):
     if args.progress_gif:
-        if args.model_dir or args.pretrained:
-            raise UsageError('--progress_gif needs no model: drop --model_dir/--pretrained')
-        images_dir, out_gif = args.progress_gif
-        if not out_gif.lower().endswith('.gif'):
-            raise UsageError(f'--progress_gif: {out_gif} must end with .gif')
-        check_writable(out_gif, 'the progress GIF')
-        paths = progress_image_paths(images_dir)
-        make_progress_gif(paths, out_gif)
-        print(f'wrote {out_gif} ({len(paths)} frames)')
-        return
-    if bool(args.model_dir) == bool(args.pretrained):
-        raise UsageError('give either --model_dir DIR or --pretrained NAME '
-                         f"({', '.join(checkpoints.PRETRAINED)})")
-    if args.pretrained and args.pretrained not in checkpoints.PRETRAINED:
-        checkpoints.pretrained_files(args.pretrained)  # raises, listing the valid names
-    if args.interpolate and args.n < 2:
-        raise UsageError('--interpolate needs --n 2 or more keyframes')
+        return _progress_gif(args)
+    _check_source(args)
     plan = plan_outputs(args)
-
-    model_dir = resolve_model_dir(args)
+    tf = cli.import_tensorflow()  # after every check that needs no model
+    import checkpoints
     try:
+        model_dir = (checkpoints.download_pretrained(args.pretrained, local_dir=args.local_dir,
+                                                     cache_dir=args.cache_dir)
+                     if args.pretrained else args.model_dir)
         generator = checkpoints.load_generator(model_dir, ema=args.ema,
-                                         checkpoint_path=args.checkpoint)
+                                               checkpoint_path=args.checkpoint)
+    except checkpoints.CheckpointError as e:
+        raise cli.UsageError(e) from None
     except tf.errors.OpError as e:  # e.g. a damaged or partly downloaded checkpoint
-        raise checkpoints.CheckpointError(f'cannot load the generator of {model_dir}: '
-                                    f'{e.message}') from None
-    sampled = {k: v for k, v in plan.items() if k in ('grid', 'dir', 'gif', 'attention')}
-    if sampled:
-        seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), 'little')
-        noise = sampling.sample_noise(args.n, generator.noise_dim, seed, args.truncation)
-        sampler = sampling.Sampler(generator, args.batch_size, jit_compile=args.jit)
-        _write_samples(sampler, noise, plan, args)
-        written = [plan[k].replace('{:03d}', '*') for k in ('grid', 'dir', 'gif', 'strip',
-                                                            'attention') if k in plan]
-        print(f'seed {seed}: wrote {", ".join(written)}')
+        raise cli.UsageError(f'cannot load the generator of {model_dir}: {e.message}') from None
+    _sample(generator, plan, args)
     if 'keras' in plan:
         export_keras(generator, plan['keras'])
         print(f'exported {plan["keras"]}')
     if 'savedmodel' in plan:
         export_savedmodel(generator, plan['savedmodel'])
         print(f'exported {plan["savedmodel"]}')
+
+
+def _progress_gif(args):
+    if args.model_dir or args.pretrained:
+        raise cli.UsageError('--progress_gif needs no model: drop --model_dir/--pretrained')
+    images_dir, out_gif = args.progress_gif
+    if not out_gif.lower().endswith('.gif'):
+        raise cli.UsageError(f'--progress_gif: {out_gif} must end with .gif')
+    cli.check_writable(out_gif, 'the progress GIF')
+    paths = progress_image_paths(images_dir)
+    make_progress_gif(paths, out_gif)
+    print(f'wrote {out_gif} ({len(paths)} frames)')
+
+
+def _check_source(args):
+    """The model named on the command line exists (a download is checked later)."""
+    if bool(args.model_dir) == bool(args.pretrained):
+        raise cli.UsageError('give either --model_dir DIR or --pretrained NAME '
+                             f"({', '.join(config.PRETRAINED)})")
+    if args.interpolate and args.n < 2:
+        raise cli.UsageError('--interpolate needs --n 2 or more keyframes')
+    if args.checkpoint and not os.path.isfile(args.checkpoint + '.index'):
+        raise cli.UsageError(f'--checkpoint {args.checkpoint}: no {args.checkpoint}.index '
+                             f'(give a ckpt-<n> path prefix)')
+    if args.model_dir and not os.path.isdir(args.model_dir):
+        raise cli.UsageError(f'--model_dir {args.model_dir} is not a directory')
+    if args.model_dir:
+        try:
+            config.load_run_config(args.model_dir)
+        except config.ConfigError as e:
+            raise cli.UsageError(e) from None
+
+
+def _sample(generator, plan, args):
+    """The pictures of the plan, from --n noise vectors of --seed."""
+    import sampling
+    if not any(k in plan for k in ('grid', 'dir', 'gif', 'attention')):
+        return
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), 'little')
+    noise = sampling.sample_noise(args.n, generator.noise_dim, seed, args.truncation)
+    sampler = sampling.Sampler(generator, args.batch_size, jit_compile=args.jit)
+    _write_samples(sampler, noise, plan, args)
+    written = [plan[k].replace('{:03d}', '*') for k in ('grid', 'dir', 'gif', 'strip',
+                                                        'attention') if k in plan]
+    print(f'seed {seed}: wrote {", ".join(written)}')
 
 
 def _write_samples(sampler, noise, plan, args):
@@ -482,6 +407,7 @@ def _write_samples(sampler, noise, plan, args):
     if 'grid' in plan:
         utils.save_image_grid(np.concatenate(kept), plan['grid'], args.columns)
     if 'gif' in plan:
+        import sampling
         frames_noise = sampling.interpolation_noise(noise, args.interpolate)
         frames = utils.to_uint8(sampler(frames_noise)[0])
         save_gif(frames, plan['gif'], duration_ms=round(1000 / args.fps))
@@ -489,14 +415,17 @@ def _write_samples(sampler, noise, plan, args):
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    cli.quiet(args.verbose)
     try:
         run(args)
-    except (UsageError, checkpoints.CheckpointError) as e:
+    except cli.UsageError as e:
         return cli.fail(e)
     except OSError as e:  # e.g. the disk filled up while writing
         return cli.fail(f'{e.strerror or e}: {e.filename}' if e.filename else e)
+    except KeyboardInterrupt:
+        return cli.interrupted('generate.py', 'files are written whole, so the ones there are '
+                               'complete; rerun the command to write them all')
     return 0
 
 

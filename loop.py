@@ -24,9 +24,6 @@ import trainer
 import utils
 
 
-NO_FID = 10000.0  # the authors' placeholder value of fid / best_fid before any FID
-
-
 class TrainingError(Exception):
     """A run that cannot start or go on; the message says what to do."""
 
@@ -87,7 +84,7 @@ class Run:
 
     def _best_fid_text(self):
         best = float(self.gan.best_fid.numpy())
-        return 'none yet' if best >= NO_FID else f'{best:.2f}'
+        return 'none yet' if best >= trainer.NO_FID_YET else f'{best:.2f}'
 
     def remove_leftovers(self):
         """Removes what a run killed in a save or a write left behind (only our partial

@@ -16,10 +16,8 @@ import json
 import os
 import sys
 
-import cli
-import config  # plain Python: --help and argument errors come before TensorFlow loads
-
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import cli  # plain Python, as config: --help and argument errors come before TensorFlow
+import config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_DIR = os.path.join(HERE, '.cache', 'shapes32')
@@ -29,8 +27,8 @@ KEPT_OPTIONS = ('file_pattern', 'precision', 'grad_accum', 'strategy', 'seed', '
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.Parser(
+        prog='train.py', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--file_pattern', default=None,
                         help='glob (or directory) of training images; default: a generated '
                              'dataset of 32x32 shapes, trained with --preset demo')
@@ -43,22 +41,23 @@ def parse_args(argv=None):
                              ' (default: config.py defaults, or demo for the generated data)')
     parser.add_argument('--set', dest='overrides', action='append', default=[],
                         metavar='KEY=VALUE',
-                        help='override one config value, e.g. --set batch_size=64 '
-                             '--set g_dim=[256,128,64] (JSON values); repeatable')
+                        help="override one config value, e.g. --set batch_size=64 "
+                             "--set 'g_dim=[256,128,64]' (JSON values, quoted for the shell); "
+                             'repeatable')
     parser.add_argument('--override_config', action='store_true',
                         help="on resume, config.json decides and a --preset/--set value "
                              'that differs from it stops the run; this flag applies the '
                              'new values instead (and rewrites config.json)')
-    parser.add_argument('--total_iter', type=int, default=None,
+    parser.add_argument('--total_iter', type=cli.positive_int, default=None,
                         help='train until this iteration (default: 600 for the generated '
                              'data, else 1,000,000)')
-    parser.add_argument('--metrics_inter', type=int, default=None,
+    parser.add_argument('--metrics_inter', type=cli.positive_int, default=None,
                         help='iterations between logged metrics (default: 50 for the '
                              'generated data, else 500)')
-    parser.add_argument('--fid_inter', type=int, default=None,
+    parser.add_argument('--fid_inter', type=cli.positive_int, default=None,
                         help='iterations between FID, samples and checkpoints (default: '
                              '300 for the generated data, else 5000)')
-    parser.add_argument('--max_ckpt_to_keep', type=int, default=2,
+    parser.add_argument('--max_ckpt_to_keep', type=cli.positive_int, default=2,
                         help='checkpoints kept in each checkpoint directory (default: 2)')
     parser.add_argument('--inception_weights', default='imagenet',
                         help="Keras InceptionV3 weights for the in-loop FID: 'imagenet' "
@@ -80,17 +79,24 @@ def parse_args(argv=None):
     parser.add_argument('--precision', default='fp32', choices=config.PRECISIONS,
                         help='compute precision (Keras mixed precision; weights, EMA, logits, '
                              'losses and R1 stay float32; fp16 adds loss scaling)')
-    parser.add_argument('--grad_accum', type=int, default=1,
+    parser.add_argument('--grad_accum', type=cli.positive_int, default=1,
                         help='accumulate the gradients of K micro-batches of batch_size/K per '
                              'update (for small memory; BatchNorm sees micro-batches)')
-    parser.add_argument('--seed', type=int, default=None,
+    parser.add_argument('--seed', type=cli.seed, default=None,
                         help='seed of weights, noise and data order (default: random)')
     args = parser.parse_args(argv)
-    for name in ('total_iter', 'metrics_inter', 'fid_inter', 'max_ckpt_to_keep', 'grad_accum'):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f'--{name} must be a positive integer, got {value}')
+    if args.tpu is not None and args.strategy != 'tpu':
+        parser.error(f'--tpu {args.tpu} needs --strategy tpu')
     return args
+
+
+def check_paths(args):
+    """What must exist or be writable before anything loads; raises cli.UsageError."""
+    cli.check_writable(args.model_dir, 'the run (--model_dir)', is_dir=True)
+    weights = args.inception_weights
+    if not args.no_fid and weights != 'imagenet' and not os.path.isfile(weights):
+        raise cli.UsageError(f"--inception_weights {weights}: no such file (give the notop "
+                             f"InceptionV3 .h5 file, 'imagenet', or --no_fid)")
 
 
 def parse_overrides(pairs):
@@ -184,12 +190,15 @@ def settle_run_options(model_dir, options, override):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        check_paths(args)
         plan = resolve_run(args)
         conf = settle_config(plan.model_dir, plan.asked, args.override_config)
         options = settle_run_options(plan.model_dir, run_options(args, plan),
                                      args.override_config)
-    except config.ConfigError as e:
+    except (config.ConfigError, cli.UsageError) as e:
         return cli.fail(e)
+    cli.quiet(args.verbose)
+    cli.import_tensorflow()
     import checkpoints  # TensorFlow from here on
     import data
     import fid

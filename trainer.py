@@ -16,7 +16,12 @@ import diffaug
 import checkpoints
 import model as model_lib
 
+# real_acc / fake_acc: the authors' names for the mean D logit of the real images and of
+# the G step's fakes (not accuracies).
 METRIC_NAMES = ('g_loss', 'd_loss', 'gp', 'd_total', 'real_acc', 'fake_acc', 'cr')
+# fid / best_fid before any FID is measured: the authors' placeholder, kept so that their
+# checkpoints and ours hold the same values. Show it as "none yet", never as a number.
+NO_FID_YET = 10000.0
 
 
 # --- losses -------------------------------------------------------------------------------
@@ -143,8 +148,8 @@ class LadaGAN:
         self.d_optimizer.build(self.discriminator.trainable_weights)
         self.d_loss_fn, self.g_loss_fn = LOSSES[c['loss']]
         self.n_images = tf.Variable(0, dtype=tf.int32, trainable=False)
-        self.fid = tf.Variable(10000.0, dtype=tf.float32, trainable=False)
-        self.best_fid = tf.Variable(10000.0, dtype=tf.float32, trainable=False)
+        self.fid = tf.Variable(NO_FID_YET, dtype=tf.float32, trainable=False)
+        self.best_fid = tf.Variable(NO_FID_YET, dtype=tf.float32, trainable=False)
         self.noise_rng = tf.random.Generator.from_non_deterministic_state()
         self._compiled_steps = {}
 

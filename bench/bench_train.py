@@ -34,11 +34,14 @@ Timings on a shared machine vary: the load average is printed with the results.
 import argparse
 import gc
 import itertools
+import math
 import os
 import statistics
 import time
 
 from common import ROOT, fixed_batch, record
+
+import cli
 
 MODES = {'xla': True, 'graph': False}
 
@@ -49,11 +52,11 @@ def parse_args(argv=None):
     parser.add_argument('--presets', default='tiny,cifar10',
                         help="comma-separated config.py presets (default: tiny,cifar10; "
                              "ffhq_128 is possible but slow)")
-    parser.add_argument('--batch_size', type=int, default=8,
+    parser.add_argument('--batch_size', type=cli.positive_int, default=8,
                         help='global images per step (default 8)')
-    parser.add_argument('--steps', type=int, default=10,
+    parser.add_argument('--steps', type=cli.positive_int, default=10,
                         help='timed steps per variant, after the first one (default 10)')
-    parser.add_argument('--warmup', type=int, default=1,
+    parser.add_argument('--warmup', type=cli.int_in(0, math.inf, 'an integer >= 0'), default=1,
                         help='untimed steps per variant after the first one (default 1)')
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument('--jit', dest='modes', action='store_const', const=['xla'],
@@ -68,7 +71,7 @@ def parse_args(argv=None):
                         help='comma-separated accumulation factors (default 1)')
     parser.add_argument('--pipeline', action='store_true',
                         help='also measure the input pipeline alone (img/s)')
-    parser.add_argument('--seed', type=int, default=0, help='seed of the images and noise')
+    parser.add_argument('--seed', type=cli.seed, default=0, help='seed of the images and noise')
     parser.add_argument('--record', action='store_true',
                         help='append the result lines to bench/RESULTS.md')
     args = parser.parse_args(argv)
@@ -77,8 +80,6 @@ def parse_args(argv=None):
     args.precision = _split(args.precision)
     args.devices = [int(d) for d in _split(args.devices)]
     args.grad_accum = [int(k) for k in _split(args.grad_accum)]
-    if args.batch_size < 1 or args.steps < 1 or args.warmup < 0:
-        parser.error('--batch_size and --steps must be >= 1, --warmup >= 0')
     if not set(args.devices) <= {1, 2}:
         parser.error('--devices takes 1 and/or 2')
     if any(args.batch_size % (d * k) for d in args.devices for k in args.grad_accum):

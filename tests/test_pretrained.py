@@ -2,6 +2,7 @@
 what was downloaded, and the offline errors."""
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -148,21 +149,34 @@ def test_programming_errors_are_not_reported_as_offline(tmp_path):
         checkpoints.download_pretrained('cifar10', cache_dir=str(tmp_path), download_fn=broken)
 
 
+def closed_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
+
+
 def test_files_placed_by_hand_work_offline_with_the_real_hub_client(fixture_dir, tmp_path):
     """The manual route of the offline message, end to end: generate.py --pretrained with
     --local_dir finds the files there with huggingface_hub in offline mode; without them
-    it fails with that message."""
+    it fails with that message, at once also when the Hub cannot be reached without
+    HF_HUB_OFFLINE (instead of the client's half minute of retries)."""
     local = tmp_path / 'weights'
     place_fixture_as(fixture_dir, str(local / 'cifar10'), RELEASED['cifar10'])
     env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'HF_HOME': str(tmp_path / 'hf-home'),
            'TF_CPP_MIN_LOG_LEVEL': '2', 'CUDA_VISIBLE_DEVICES': ''}
+    unreachable = {**env, 'HF_ENDPOINT': f'http://127.0.0.1:{closed_port()}'}
+    del unreachable['HF_HUB_OFFLINE']
     script = os.path.join(ROOT, 'generate.py')
     common = ['--pretrained', 'cifar10', '--n', '4', '--seed', '5', '--no-jit']
-    runs = [subprocess.Popen([sys.executable, script, *common, *extra], env=env, cwd=tmp_path,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for extra in (['--local_dir', str(local), '--out', str(tmp_path / 'hub.png')],
-                          ['--cache_dir', str(tmp_path / 'empty'), '--out', 'x.png'])]
-    (_, placed_err), (_, missing_err) = [run.communicate(timeout=300) for run in runs]
+    runs = [subprocess.Popen([sys.executable, script, *common, *extra], env=run_env,
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+            for extra, run_env in (
+                (['--local_dir', str(local), '--out', str(tmp_path / 'hub.png')], env),
+                (['--cache_dir', str(tmp_path / 'empty'), '--out', 'x.png'], env),
+                (['--cache_dir', str(tmp_path / 'empty'), '--out', 'y.png'], unreachable))]
+    (_, placed_err), (_, missing_err), (_, unreachable_err) = [
+        run.communicate(timeout=300) for run in runs]
     assert runs[0].returncode == 0, placed_err[-3000:]
     generator = checkpoints.load_generator(fixture_dir)
     expected = utils.to_uint8(generator(sampling.sample_noise(4, 32, 5), training=False)[0])
@@ -175,3 +189,8 @@ def test_files_placed_by_hand_work_offline_with_the_real_hub_client(fixture_dir,
     assert last.startswith('error: cannot download pretrained model'), missing_err[-3000:]
     assert 'https://huggingface.co/milmor/LadaGAN/tree/main/cifar10' in last
     assert not os.path.exists(tmp_path / 'x.png')
+
+    assert runs[2].returncode == 2 and 'Retrying' not in unreachable_err, unreachable_err
+    lines = unreachable_err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: cannot download'), lines
+    assert 'cannot be reached' in lines[0] and 'best-training-checkpoints/' in lines[0]
