@@ -216,21 +216,19 @@ def main(argv=None):
         run.summary(start)
         run.train(start)
     except KeyboardInterrupt:
-        print(f'\n{_interrupted(run, plan)}', file=sys.stderr)
-        return 130
+        return cli.interrupted('train.py', _what_was_kept(run, plan))
     except (loop.TrainingError, config.ConfigError, checkpoints.CheckpointError,
             data.DataError, fid.FIDError) as e:
         return cli.fail(e)
     return 0
 
 
-def _interrupted(run, plan):
-    """The line after Ctrl-C: what is kept and how to go on."""
+def _what_was_kept(run, plan):
+    """After Ctrl-C: the checkpoint kept and how to go on."""
     saved = getattr(run, 'last_saved', None) or _newest_checkpoint(plan.model_dir)
     if saved is None:
-        return 'Interrupted before the first checkpoint: nothing was saved.'
-    return (f'Interrupted: the last checkpoint is {saved}; run the same command to resume '
-            f'from it.')
+        return 'nothing was saved yet (no checkpoint before the first --fid_inter)'
+    return f'the last checkpoint is {saved}; run the same command to resume from it'
 
 
 def _newest_checkpoint(model_dir):

@@ -287,7 +287,7 @@ def test_ctrl_c_says_what_was_kept_and_the_checkpoint_stays_usable(shapes, tmp_p
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode != 0 and 'Traceback' not in stderr, stderr[-3000:]
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith('Interrupted: the last checkpoint is ') and 'resume' in last
+    assert last.startswith('train.py: interrupted; the last checkpoint is ') and 'resume' in last
     saved = last.split('checkpoint is ')[1].split(';')[0]
     assert os.path.exists(saved + '.index')
     checkpoints.load_generator(model_dir, checkpoint_path=saved)
