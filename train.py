@@ -198,11 +198,14 @@ def main(argv=None):
     except (config.ConfigError, cli.UsageError) as e:
         return cli.fail(e)
     cli.quiet(args.verbose)
-    cli.import_tensorflow()
-    import checkpoints  # TensorFlow from here on
-    import data
-    import fid
-    import loop
+    try:
+        cli.import_tensorflow()
+        import checkpoints  # TensorFlow from here on
+        import data
+        import fid
+        import loop
+    except KeyboardInterrupt:
+        return cli.interrupted('train.py', 'nothing was saved')
     run = None
     try:
         if plan.embedded:
