@@ -135,7 +135,10 @@ class Run:
             utils.write_text(path, ''.join(kept))
 
     def train(self, start):
-        """Trains from iteration `start` (see restore) to the plan's total_iter."""
+        """Trains from iteration `start` (see restore) to the plan's total_iter.
+
+        The metrics stay on the device and are read once per --metrics_inter; with
+        --steps_per_call K, one compiled call runs K steps."""
         total = self.plan.total_iter
         if start > total:
             print(f'Already trained to iteration {start - 1} >= --total_iter {total}.')
@@ -143,42 +146,58 @@ class Run:
         self._open_outputs()
         self._forget_logged_metrics_after(start - 1)
         batches = iter(self.dataset)
-        sums, count = {}, 0
-        progress = None
-        for idx in range(start, total + 1):
-            if progress is None:  # the first step compiles: timed apart from the rest
-                metrics, seconds = self._compile_step(next(batches))
-                progress = Progress(start, total, self.conf['batch_size'], self.is_chief,
-                                    seconds)
+        self.gan.read_metrics()  # the device sums start empty
+        first, idx, progress = start, start - 1, None
+        while idx < total:
+            n = self._steps_in_next_call(idx, total)
+            if progress is None:  # the first call compiles: timed apart from the rest
+                seconds = self._compile_step(lambda: self._run_call(batches, n))
+                progress = Progress(start - 1 + n, total, self.conf['batch_size'],
+                                    self.is_chief, seconds / n)
             else:
-                metrics = self.gan.train_step(next(batches))
-                progress.step()
-            self._stop_if_not_finite(metrics, idx)
-            for name, value in metrics.items():
-                sums[name] = sums.get(name, 0.0) + value
-            count += 1
+                self._run_call(batches, n)
+                progress.step(n)
+            idx += n
             if idx % self.plan.metrics_inter == 0 or idx == total:
-                means = {name: value / count for name, value in sums.items()}
-                means['images_per_sec'] = progress.images_per_sec()
-                self._log(idx, means)
-                progress.report(idx, means)
-                sums, count = {}, 0
+                first = self._read_and_log(idx, first, progress)
             if idx % self.plan.fid_inter == 0 or idx == total:
                 with progress.paused():
-                    progress.write(self.evaluate_and_save(idx))
+                    progress.write(self.evaluate_and_save(idx, first))
         progress.close()
         self._say_where_the_results_are(total)
 
-    def _compile_step(self, batch):
-        """The first train step, which compiles it, with one line on how long that took;
-        returns its metrics and seconds."""
+    def _read_and_log(self, idx, first, progress):
+        """The one read of an interval (the metrics stay on the device until here);
+        returns the first iteration of the next interval."""
+        means, _ = self.gan.read_metrics()
+        self._stop_if_not_finite(means, first, idx)
+        means['images_per_sec'] = progress.images_per_sec()
+        self._log(idx, means)
+        progress.report(idx, means)
+        return idx + 1
+
+    def _steps_in_next_call(self, done, total):
+        """K steps when they start at a multiple of K and fit before total, else 1: the
+        calls then end on every multiple of K, so on every interval (K divides them)."""
+        k = self.args.steps_per_call
+        return k if done % k == 0 and done + k <= total else 1
+
+    def _run_call(self, batches, n):
+        if n == 1:
+            self.gan.run_steps(next(batches))
+        else:
+            self.gan.run_steps(tf.stack([next(batches) for _ in range(n)]), steps=n)
+
+    def _compile_step(self, first_call):
+        """Runs the first call, which compiles the step, with one line on how long that
+        took; returns the seconds."""
         kind = 'XLA' if self.args.jit else 'TF graph'
         self._say(f'Compiling the train step ({kind})...')
         tick = time.time()
-        metrics = self.gan.train_step(batch)
+        first_call()
         seconds = time.time() - tick
-        self._say(f'Compiled and ran the first step in {seconds:.1f} s.')
-        return metrics, seconds
+        self._say(f'Compiled and ran the first call in {seconds:.1f} s.')
+        return seconds
 
     def _say(self, line):
         if self.is_chief:
@@ -222,11 +241,14 @@ class Run:
               f'  more samples: python generate.py --model_dir {model_dir} --n 64 '
               f'--out samples.png')
 
-    def _stop_if_not_finite(self, metrics, idx):
-        bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    def _stop_if_not_finite(self, means, first, last):
+        """Means of iterations first..last: a NaN or inf of any step stays in its sum."""
+        bad = {k: v for k, v in means.items() if not math.isfinite(v)}
         if bad:
+            where = f'at iteration {last}' if first == last else (
+                f'between iterations {first} and {last}')
             raise TrainingError(
-                f'non-finite loss at iteration {idx} ({bad}); stopped without saving. The '
+                f'non-finite loss {where} ({bad}); stopped without saving. The '
                 f'last good checkpoint is kept in {self.managers["regular"].directory}. '
                 f'Try a lower g_lr/d_lr or a higher gp_weight.')
 
@@ -249,9 +271,15 @@ class Run:
         with open(os.path.join(self.plan.model_dir, 'metrics.jsonl'), 'a') as f:
             f.write(json.dumps({'iter': idx, 'n_images': n_images, **means}) + '\n')
 
-    def evaluate_and_save(self, idx):
-        """FID, pictures and checkpoints, as the authors: best first when FID improved."""
+    def evaluate_and_save(self, idx, first=None):
+        """FID, pictures and checkpoints, as the authors: best first when FID improved;
+        returns the line that says so.
+
+        first: the first iteration whose metrics are not read yet; they are checked
+        (without reading them out) so that no save follows a non-finite step."""
         n_images = idx * self.conf['batch_size']
+        if first is not None and first <= idx:
+            self._stop_if_not_finite(self.gan.read_metrics(reset=False)[0], first, idx)
         self._stop_if_weights_not_finite(idx)
         fid_value = self._compute_fid()
         if self.is_chief:
@@ -381,27 +409,27 @@ class Progress:
     CI, nohup), one plain line per metrics interval instead of carriage-return frames.
     Rates and the ETA leave out the first (compiling) step and the evaluations."""
 
-    def __init__(self, start, total, batch_size, enabled, first_step_seconds):
-        """Starts once iteration `start`, the first of this process, is done (it compiled
-        the step and took first_step_seconds)."""
-        self.done, self.total, self.batch_size = start, total, batch_size
+    def __init__(self, done, total, batch_size, enabled, first_step_seconds):
+        """Starts once the first call of this process is done (it compiled the step; its
+        steps took first_step_seconds each), at iteration `done`."""
+        self.done, self.total, self.batch_size = done, total, batch_size
         self.enabled = enabled
         self.first_step_seconds = first_step_seconds
         self.steps, self.seconds, self.tick = 0, 0.0, time.time()  # timed steps only
         self.interval_steps, self.interval_start = 0, 0.0  # interval_start: in self.seconds
-        self.bar = (tqdm(initial=start, total=total, unit='it', dynamic_ncols=True)
+        self.bar = (tqdm(initial=done, total=total, unit='it', dynamic_ncols=True)
                     if enabled and sys.stdout.isatty() else None)
 
-    def step(self):
-        """One more iteration done after the first."""
+    def step(self, n=1):
+        """n more iterations done (one call) after the first call."""
         now = time.time()
         self.seconds += now - self.tick
         self.tick = now
-        self.steps += 1
-        self.interval_steps += 1
-        self.done += 1
+        self.steps += n
+        self.interval_steps += n
+        self.done += n
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(n)
 
     def images_per_sec(self):
         """Images per second over the timed steps since the last report; an interval that

@@ -82,12 +82,29 @@ def parse_args(argv=None):
     parser.add_argument('--grad_accum', type=cli.positive_int, default=1,
                         help='accumulate the gradients of K micro-batches of batch_size/K per '
                              'update (for small memory; BatchNorm sees micro-batches)')
+    parser.add_argument('--steps_per_call', type=cli.positive_int, default=1,
+                        help='train steps per compiled call (less Python per step); must '
+                             'divide --metrics_inter and --fid_inter; one device only')
     parser.add_argument('--seed', type=cli.seed, default=None,
                         help='seed of weights, noise and data order (default: random)')
     args = parser.parse_args(argv)
     if args.tpu is not None and args.strategy != 'tpu':
         parser.error(f'--tpu {args.tpu} needs --strategy tpu')
+    if args.steps_per_call > 1 and args.strategy != 'default':
+        parser.error(f'--steps_per_call {args.steps_per_call} runs on one device only; '
+                     f'--strategy {args.strategy} takes one step per call')
     return args
+
+
+def check_steps_per_call(k, plan):
+    """Checkpoints, FID and logs fall on their intervals only if K divides them."""
+    intervals = {'metrics_inter': plan.metrics_inter, 'fid_inter': plan.fid_inter}
+    bad = [f'--{name} {value}' for name, value in intervals.items() if value % k]
+    if bad:
+        fits = [d for d in range(1, k) if not any(v % d for v in intervals.values())]
+        raise cli.UsageError(f"--steps_per_call {k} must divide {' and '.join(bad)}: choose "
+                             f'intervals that are multiples of {k}, or --steps_per_call '
+                             f'{max(fits)}')
 
 
 def check_paths(args):
@@ -192,6 +209,7 @@ def main(argv=None):
     try:
         check_paths(args)
         plan = resolve_run(args)
+        check_steps_per_call(args.steps_per_call, plan)
         conf = settle_config(plan.model_dir, plan.asked, args.override_config)
         options = settle_run_options(plan.model_dir, run_options(args, plan),
                                      args.override_config)

@@ -83,7 +83,7 @@ def test_trains_writes_everything_and_resumes(shapes, tmp_path):
     # The start-up summary, then one plain progress line per interval (stdout is a pipe).
     for line in ('model: tiny, 32x32, G 0.', 'data: 48 ', 'device: CPU, strategy default '
                  '(1 replica), precision fp32, XLA off', 'run: new, 4 iterations into',
-                 'Compiling the train step (TF graph)...', 'Compiled and ran the first step in',
+                 'Compiling the train step (TF graph)...', 'Compiled and ran the first call in',
                  '[iter 1/4] d_loss ', '[iter 4/4] d_loss '):
         assert line in first.stdout, first.stdout
     assert '\r' not in first.stdout and 'ETA 00:00:' in first.stdout
