@@ -82,14 +82,33 @@ def parse_args(argv=None):
     parser.add_argument('--grad_accum', type=int, default=1,
                         help='accumulate the gradients of K micro-batches of batch_size/K per '
                              'update (for small memory; BatchNorm sees micro-batches)')
+    parser.add_argument('--steps_per_call', type=int, default=1,
+                        help='train steps per compiled call (less Python per step); must '
+                             'divide --metrics_inter and --fid_inter; one device only')
     parser.add_argument('--seed', type=int, default=None,
                         help='seed of weights, noise and data order (default: random)')
     args = parser.parse_args(argv)
-    for name in ('total_iter', 'metrics_inter', 'fid_inter', 'max_ckpt_to_keep', 'grad_accum'):
+    for name in ('total_iter', 'metrics_inter', 'fid_inter', 'max_ckpt_to_keep', 'grad_accum',
+                 'steps_per_call'):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f'--{name} must be a positive integer, got {value}')
+    if args.steps_per_call > 1 and args.strategy != 'default':
+        parser.error(f'--steps_per_call {args.steps_per_call} runs on one device only; '
+                     f'--strategy {args.strategy} takes one step per call')
     return args
+
+
+def check_steps_per_call(args):
+    """Checkpoints, FID and logs fall on their intervals only if K divides them."""
+    k = args.steps_per_call
+    bad = [f'--{name} {getattr(args, name)}' for name in ('metrics_inter', 'fid_inter')
+           if getattr(args, name) % k]
+    if bad:
+        fits = [d for d in range(1, k) if not args.metrics_inter % d and not args.fid_inter % d]
+        raise TrainingError(f"--steps_per_call {k} must divide {' and '.join(bad)}: choose "
+                            f'intervals that are multiples of {k}, or --steps_per_call '
+                            f'{max(fits)}')
 
 
 def _preset_names():
@@ -253,28 +272,48 @@ class Run:
         if start > total:
             print(f'Already trained to iteration {start - 1} >= --total_iter {total}.')
             return
+        check_steps_per_call(self.args)
         batches = iter(self.dataset)
-        sums, count, tick = {}, 0, time.time()
-        bar = tqdm(range(start, total + 1), initial=start - 1, total=total, unit='it',
-                   dynamic_ncols=True, disable=not self.is_chief)
-        for idx in bar:
-            metrics = self.gan.train_step(next(batches))
-            self._stop_if_not_finite(metrics, idx)
-            for name, value in metrics.items():
-                sums[name] = sums.get(name, 0.0) + value
-            count += 1
-            if idx % self.args.metrics_inter == 0 or idx == total:
-                means = {name: value / count for name, value in sums.items()}
-                means['images_per_sec'] = count * self.conf['batch_size'] / (time.time() - tick)
-                self._log(idx, means)
-                bar.set_postfix({k: f'{means[k]:.3f}' for k in ('d_loss', 'g_loss', 'gp')}
-                                | {'img/s': f"{means['images_per_sec']:.0f}"})
-                sums, count, tick = {}, 0, time.time()
-            if idx % self.args.fid_inter == 0 or idx == total:
-                self.evaluate_and_save(idx)
-                tick = time.time()
-        bar.close()
+        self.gan.read_metrics()  # the device sums start empty
+        first, idx, tick = start, start - 1, time.time()
+        # Closed (the bar's last line printed) before an error message comes out.
+        with tqdm(initial=idx, total=total, unit='it', dynamic_ncols=True,
+                  disable=not self.is_chief) as bar:
+            while idx < total:
+                n = self._steps_in_next_call(idx, total)
+                self._run_call(batches, n)
+                idx += n
+                bar.update(n)
+                if idx % self.args.metrics_inter == 0 or idx == total:
+                    first, tick = self._read_and_log(idx, first, tick, bar)
+                if idx % self.args.fid_inter == 0 or idx == total:
+                    self.evaluate_and_save(idx, first)
+                    tick = time.time()
         self._say_where_the_results_are(total)
+
+    def _read_and_log(self, idx, first, tick, bar):
+        """The one read of an interval (the metrics stay on the device until here);
+        returns the first iteration and the start time of the next interval."""
+        means, count = self.gan.read_metrics()
+        self._stop_if_not_finite(means, first, idx)
+        means['images_per_sec'] = count * self.conf['batch_size'] / (time.time() - tick)
+        self._log(idx, means)
+        bar.set_postfix({k: f'{means[k]:.3f}' for k in ('d_loss', 'g_loss', 'gp')}
+                        | {'img/s': f"{means['images_per_sec']:.0f}"})
+        return idx + 1, time.time()
+
+    def _steps_in_next_call(self, done, total):
+        """K steps when they start at a multiple of K and fit before total, else 1: the
+        calls then end on every multiple of K, so on every interval (K divides them)."""
+        k = self.args.steps_per_call
+        return k if done % k == 0 and done + k <= total else 1
+
+    def _run_call(self, batches, n):
+        import tensorflow as tf
+        if n == 1:
+            self.gan.run_steps(next(batches))
+        else:
+            self.gan.run_steps(tf.stack([next(batches) for _ in range(n)]), steps=n)
 
     def _say_where_the_results_are(self, idx):
         if not self.is_chief:
@@ -288,11 +327,14 @@ class Run:
               f'  more samples: python generate.py --model_dir {model_dir} --n 64 '
               f'--out samples.png')
 
-    def _stop_if_not_finite(self, metrics, idx):
-        bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    def _stop_if_not_finite(self, means, first, last):
+        """Means of iterations first..last: a NaN or inf of any step stays in its sum."""
+        bad = {k: v for k, v in means.items() if not math.isfinite(v)}
         if bad:
+            where = f'at iteration {last}' if first == last else (
+                f'between iterations {first} and {last}')
             raise TrainingError(
-                f'non-finite loss at iteration {idx} ({bad}); stopped without saving. The '
+                f'non-finite loss {where} ({bad}); stopped without saving. The '
                 f'last good checkpoint is kept in {self.managers["regular"].directory}. '
                 f'Try a lower g_lr/d_lr or a higher gp_weight.')
 
@@ -317,11 +359,16 @@ class Run:
         with open(os.path.join(self.args.model_dir, 'metrics.jsonl'), 'a') as f:
             f.write(json.dumps({'iter': idx, 'n_images': n_images, **means}) + '\n')
 
-    def evaluate_and_save(self, idx):
-        """FID, pictures and checkpoints, as the authors: best first when FID improved."""
+    def evaluate_and_save(self, idx, first=None):
+        """FID, pictures and checkpoints, as the authors: best first when FID improved.
+
+        first: the first iteration whose metrics are not read yet; they are checked
+        (without reading them out) so that no save follows a non-finite step."""
         import tensorflow as tf
         from tqdm import tqdm
         n_images = idx * self.conf['batch_size']
+        if first is not None and first <= idx:
+            self._stop_if_not_finite(self.gan.read_metrics(reset=False)[0], first, idx)
         self._stop_if_weights_not_finite(idx)
         fid_value = self._compute_fid()
         if self.is_chief:
