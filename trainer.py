@@ -4,7 +4,7 @@
     metrics = gan.train_step(images)            # one D update then one G update
     metrics = gan.train_step(images, noise_d=z1, noise_g=z2, augment=False)  # replayable
     gan.run_steps(stacked, steps=4)             # 4 steps in one compiled call, no sync
-    means = gan.read_metrics()                  # means on the device since the last read
+    means, n = gan.read_metrics()               # device-side means since the last read
 
 The step follows the authors' order exactly (SPEC §5). train.py runs the loop around it.
 """
