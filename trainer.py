@@ -150,7 +150,7 @@ class LadaGAN:
         # Summed on the device by every step; read (one sync) by read_metrics.
         self.metric_sums = {name: tf.Variable(0.0, trainable=False) for name in METRIC_NAMES}
         self.metric_count = tf.Variable(0, dtype=tf.int32, trainable=False)
-        self._compiled_steps = {}
+        self._compiled_steps, self._step_functions = {}, {}
 
     # --- checkpoints ----------------------------------------------------------------------
     def checkpoint_objects(self):
@@ -234,21 +234,50 @@ class LadaGAN:
                           (ctx.replica_id_in_sync_group + 1) * size])
 
     def _compiled_step(self, augment, steps=1):
+        """The function that run_steps calls. r1_interval 1 and one step: the one XLA step,
+        as the authors'. Else a TF graph around XLA-compiled steps: the graph picks the R1
+        or the plain step (a tf.cond inside one XLA function runs ~5x slower on a CPU, as
+        XLA's nested computations lose its optimisations; so does an XLA while loop) and
+        loops over the K batches, as Keras' steps_per_execution does."""
         key = (augment, steps)
         if key not in self._compiled_steps:
-            if steps == 1:
-                step = lambda x, zd, zg: self._step(x, zd, zg, augment)
+            one = lambda x, zd, zg: self._one_step(x, zd, zg, augment)
+            if steps == 1 and self.config['r1_interval'] == 1:
+                fn = self._xla_step(augment, 1)
+            elif steps == 1:
+                fn = tf.function(one)
             else:
-                step = lambda x, zd, zg: self._steps(x, zd, zg, augment, steps)
-            # XLA cannot compile the cross-device all-reduces of a multi-replica step.
-            jit = self.jit_compile and self.n_replicas == 1
-            self._compiled_steps[key] = tf.function(step, jit_compile=jit)
+                fn = tf.function(lambda x, zd, zg: self._loop(one, x, zd, zg, steps))
+            self._compiled_steps[key] = fn
         return self._compiled_steps[key]
 
-    def _steps(self, images, noise_d, noise_g, augment, steps):
-        """A device-side loop of `steps` steps over stacked batches (one XLA call)."""
+    def _xla_step(self, augment, r1_scale):
+        """One step, XLA-compiled (a TF graph with several replicas); r1_scale multiplies
+        the R1 weight, 0 leaves R1 out."""
+        key = (augment, r1_scale)
+        if key not in self._step_functions:
+            step = lambda x, zd, zg: self._step(x, zd, zg, augment, r1_scale)
+            # XLA cannot compile the cross-device all-reduces of a multi-replica step.
+            jit = self.jit_compile and self.n_replicas == 1
+            self._step_functions[key] = tf.function(step, jit_compile=jit)
+        return self._step_functions[key]
+
+    def _one_step(self, images, noise_d, noise_g, augment):
+        """Lazy R1 (StyleGAN2): R1 with weight x k on the D updates whose count is a
+        multiple of k, none on the others. The count is the D optimizer's, checkpointed,
+        so a resumed run keeps the phase (an fp16 update skipped for overflow does not
+        count); only the branch taken runs."""
+        k = self.config['r1_interval']
+        if k == 1:
+            return self._xla_step(augment, 1)(images, noise_d, noise_g)
+        due = tf.equal(_inner(self.d_optimizer).iterations % k, 0)
+        return tf.cond(due, lambda: self._xla_step(augment, k)(images, noise_d, noise_g),
+                       lambda: self._xla_step(augment, 0)(images, noise_d, noise_g))
+
+    def _loop(self, one_step, images, noise_d, noise_g, steps):
+        """A graph loop of `steps` steps over stacked batches: one call from Python."""
         def body(i):
-            self._step(images[i], noise_d[i], noise_g[i], augment)
+            one_step(images[i], noise_d[i], noise_g[i])
             return (i + 1,)
         tf.while_loop(lambda i: i < steps, body, (tf.constant(0),), parallel_iterations=1,
                       maximum_iterations=steps)
@@ -256,9 +285,9 @@ class LadaGAN:
     def _augment(self, images, augment):
         return diffaug.diff_augment(images, self.config['policy']) if augment else images
 
-    def _step(self, real_images, noise_d, noise_g, augment):
+    def _step(self, real_images, noise_d, noise_g, augment, r1_scale=1):
         run = self.strategy.run
-        d_metrics = run(self._discriminator_step, args=(real_images, noise_d, augment))
+        d_metrics = run(self._discriminator_step, args=(real_images, noise_d, augment, r1_scale))
         g_metrics = run(self._generator_step, args=(noise_g, augment))
         self._update_ema()
         # As the authors: fake_acc is the mean logit of the G step's fakes.
@@ -271,23 +300,10 @@ class LadaGAN:
         self.metric_count.assign_add(1)
         return metrics
 
-    def _discriminator_step(self, real_images, noise, augment):
-        return self._accumulated_update(self._lazy_r1_grads_fn(), self.discriminator,
-                                        self.d_optimizer, (real_images, noise), augment)
-
-    def _lazy_r1_grads_fn(self):
-        """D gradients with R1 on every r1_interval-th D update only, weighted x k (lazy R1,
-        StyleGAN2). The update count of the D optimizer, checkpointed, picks the steps, so
-        a resumed run keeps the phase; both branches are compiled, one runs."""
-        k = self.config['r1_interval']
-        if k == 1:
-            return self._discriminator_grads  # the authors' step, unchanged
-        due = tf.equal(_inner(self.d_optimizer).iterations % k, 0)
-
-        def grads_fn(*args):
-            return tf.cond(due, lambda: self._discriminator_grads(*args, r1_scale=k),
-                           lambda: self._discriminator_grads(*args, r1_scale=0))
-        return grads_fn
+    def _discriminator_step(self, real_images, noise, augment, r1_scale):
+        grads_fn = lambda *args: self._discriminator_grads(*args, r1_scale=r1_scale)
+        return self._accumulated_update(grads_fn, self.discriminator, self.d_optimizer,
+                                        (real_images, noise), augment)
 
     def _generator_step(self, noise, augment):
         return self._accumulated_update(self._generator_grads, self.generator,

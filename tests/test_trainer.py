@@ -244,8 +244,9 @@ def test_r1_falls_on_every_fourth_d_update_with_four_times_its_weight(lazy_gan, 
         else:
             assert metrics['gp'] == 0.0, step
         assert metrics['d_total'] == pytest.approx(metrics['d_loss'] + metrics['gp'], abs=1e-6)
-    # Both branches live in the one compiled step: traced (and XLA-compiled) once.
-    assert lazy_gan._compiled_steps[(False, 1)].experimental_get_tracing_count() == 1
+    # The R1 and the plain step: each traced (and XLA-compiled) once.
+    for r1_scale in (4, 0):
+        assert lazy_gan._step_functions[(False, r1_scale)].experimental_get_tracing_count() == 1
 
 
 def test_four_steps_in_one_call_equal_four_single_steps(lazy_gan, fixture_dir):
