@@ -59,12 +59,13 @@ DEFAULTS = {
     'n_latents': 16,                 # simplex/duplex: number k of latent components
     'latent_dim': 32,                # simplex/duplex: width of each latent component
     'crop': 'none',                  # 'none': squash to a square (authors); 'center': centre crop
+    'r1_interval': 1,                # R1 on every k-th D step, weight x k (lazy R1; authors: 1)
 }
 
 # Keys added by this project: the authors' config.json files do not have them, and
 # they take their default values when such a file is loaded.
 OUR_KEYS = ('ema_init', 'ema_warmup', 'antialias',
-            'g_attention', 'd_attention', 'n_latents', 'latent_dim', 'crop')
+            'g_attention', 'd_attention', 'n_latents', 'latent_dim', 'crop', 'r1_interval')
 
 _FFHQ_128 = {
     'img_size': 128,
@@ -157,7 +158,8 @@ def validate(config):
     _check(c['img_size'] in SUPPORTED_SIZES, 'img_size', c['img_size'],
            f"one of {list(SUPPORTED_SIZES)}")
     for key in ('batch_size', 'noise_dim', 'd_heads', 'd_mlp', 'fid_batch_size',
-                'gen_batch_size', 'n_fid_real', 'n_fid_gen', 'n_latents', 'latent_dim'):
+                'gen_batch_size', 'n_fid_real', 'n_fid_gen', 'n_latents', 'latent_dim',
+                'r1_interval'):
         _check(_is_int(c[key]) and c[key] >= 1, key, c[key], 'a positive integer')
     for key in ('g_dim', 'g_heads', 'g_mlp'):
         _check(_is_int_list(c[key], 3), key, c[key], 'a list of 3 positive integers')

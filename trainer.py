@@ -3,6 +3,8 @@
     gan = LadaGAN(config)                       # builds G, EMA G, D and both Adams
     metrics = gan.train_step(images)            # one D update then one G update
     metrics = gan.train_step(images, noise_d=z1, noise_g=z2, augment=False)  # replayable
+    gan.run_steps(stacked, steps=4)             # 4 steps in one compiled call, no sync
+    means, n = gan.read_metrics()               # device-side means since the last read
 
 The step follows the authors' order exactly (SPEC §5). train.py runs the loop around it.
 """
@@ -151,7 +153,10 @@ class LadaGAN:
         self.fid = tf.Variable(NO_FID_YET, dtype=tf.float32, trainable=False)
         self.best_fid = tf.Variable(NO_FID_YET, dtype=tf.float32, trainable=False)
         self.noise_rng = tf.random.Generator.from_non_deterministic_state()
-        self._compiled_steps = {}
+        # Summed on the device by every step; read (one sync) by read_metrics.
+        self.metric_sums = {name: tf.Variable(0.0, trainable=False) for name in METRIC_NAMES}
+        self.metric_count = tf.Variable(0, dtype=tf.int32, trainable=False)
+        self._compiled_steps, self._step_functions = {}, {}
 
     # --- checkpoints ----------------------------------------------------------------------
     def checkpoint_objects(self):
@@ -172,8 +177,10 @@ class LadaGAN:
             _inner(optimizer).learning_rate.assign(self.config[key])
 
     # --- training -------------------------------------------------------------------------
-    def sample_noise(self, batch_size):
-        return self.noise_rng.normal([batch_size, self.config['noise_dim']])
+    def sample_noise(self, shape):
+        """z of shape [*shape, noise_dim]; shape is a batch size or a list of sizes."""
+        shape = list(shape) if isinstance(shape, (list, tuple)) else [shape]
+        return self.noise_rng.normal(shape + [self.config['noise_dim']])
 
     def train_step(self, images, noise_d=None, noise_g=None, augment=True):
         """One D update then one G update and the EMA; returns the metrics as floats.
@@ -182,14 +189,43 @@ class LadaGAN:
         noise_d / noise_g: the z of the two updates, global batch (drawn when None).
         augment=False turns DiffAugment off (bCR consistency pairs included), which
         with explicit noise makes the step deterministic and replayable.
+        The metrics are also added to the device sums (read_metrics).
         """
-        batch = (self.config['batch_size'] if isinstance(images, tf.distribute.DistributedValues)
-                 else len(images))
-        noise_d = self.sample_noise(batch) if noise_d is None else noise_d
-        noise_g = self.sample_noise(batch) if noise_g is None else noise_g
-        args = [self._per_replica(x) for x in (images, noise_d, noise_g)]
-        metrics = self._compiled_step(bool(augment))(*args)
+        metrics = self.run_steps(images, noise_d, noise_g, augment, steps=1)
         return {name: float(value) for name, value in metrics.items()}
+
+    def run_steps(self, images, noise_d=None, noise_g=None, augment=True, steps=1):
+        """`steps` train steps in one compiled call, without reading anything back.
+
+        steps=1: arguments as train_step's; returns the step's metrics as tensors.
+        steps=K > 1: images, noise_d and noise_g stacked as [K, batch, ...] (noise drawn
+        when None), one device only; returns None. K calls of train_step with the same
+        batches and noise give the same weights and metric sums.
+        """
+        if steps > 1 and self.n_replicas > 1:
+            raise config_lib.ConfigError(
+                f'{steps} steps per call need one device; {self.n_replicas} replicas run '
+                'one step per call')
+        if isinstance(images, tf.distribute.DistributedValues):
+            batch = self.config['batch_size']
+        else:
+            batch = images.shape[1] if steps > 1 else len(images)
+        shape = [steps, batch] if steps > 1 else [batch]
+        noise_d = self.sample_noise(shape) if noise_d is None else noise_d
+        noise_g = self.sample_noise(shape) if noise_g is None else noise_g
+        args = [self._per_replica(x) for x in (images, noise_d, noise_g)]
+        return self._compiled_step(bool(augment), steps)(*args)
+
+    def read_metrics(self, reset=True):
+        """{name: mean since the last reset} of the device sums and the step count, the
+        one device-to-host read of the training loop; NaN and inf stay in the sums."""
+        count = int(self.metric_count.numpy())
+        means = {name: float(v.numpy()) / max(count, 1) for name, v in self.metric_sums.items()}
+        if reset:
+            self.metric_count.assign(0)
+            for v in self.metric_sums.values():
+                v.assign(0.0)
+        return means, count
 
     def _per_replica(self, x):
         """Splits a global batch over the replicas (each replica takes its slice)."""
@@ -203,31 +239,77 @@ class LadaGAN:
             lambda ctx: x[ctx.replica_id_in_sync_group * size:
                           (ctx.replica_id_in_sync_group + 1) * size])
 
-    def _compiled_step(self, augment):
-        if augment not in self._compiled_steps:
-            step = lambda x, zd, zg: self._step(x, zd, zg, augment)
+    def _compiled_step(self, augment, steps=1):
+        """The function that run_steps calls. r1_interval 1 and one step: the one XLA step,
+        as the authors'. Else a TF graph around XLA-compiled steps: the graph picks the R1
+        or the plain step (a tf.cond inside one XLA function runs ~5x slower on a CPU, as
+        XLA's nested computations lose its optimisations; so does an XLA while loop) and
+        loops over the K batches, as Keras' steps_per_execution does."""
+        key = (augment, steps)
+        if key not in self._compiled_steps:
+            one = lambda x, zd, zg: self._one_step(x, zd, zg, augment)
+            if steps == 1 and self.config['r1_interval'] == 1:
+                fn = self._xla_step(augment, 1)
+            elif steps == 1:
+                fn = tf.function(one)
+            else:
+                fn = tf.function(lambda x, zd, zg: self._loop(one, x, zd, zg, steps))
+            self._compiled_steps[key] = fn
+        return self._compiled_steps[key]
+
+    def _xla_step(self, augment, r1_scale):
+        """One step, XLA-compiled (a TF graph with several replicas); r1_scale multiplies
+        the R1 weight, 0 leaves R1 out."""
+        key = (augment, r1_scale)
+        if key not in self._step_functions:
+            step = lambda x, zd, zg: self._step(x, zd, zg, augment, r1_scale)
             # XLA cannot compile the cross-device all-reduces of a multi-replica step.
             jit = self.jit_compile and self.n_replicas == 1
-            self._compiled_steps[augment] = tf.function(step, jit_compile=jit)
-        return self._compiled_steps[augment]
+            self._step_functions[key] = tf.function(step, jit_compile=jit)
+        return self._step_functions[key]
+
+    def _one_step(self, images, noise_d, noise_g, augment):
+        """Lazy R1 (StyleGAN2): R1 with weight x k on the D updates whose count is a
+        multiple of k, none on the others. The count is the D optimizer's, checkpointed,
+        so a resumed run keeps the phase (an fp16 update skipped for overflow does not
+        count); only the branch taken runs."""
+        k = self.config['r1_interval']
+        if k == 1:
+            return self._xla_step(augment, 1)(images, noise_d, noise_g)
+        due = tf.equal(_inner(self.d_optimizer).iterations % k, 0)
+        return tf.cond(due, lambda: self._xla_step(augment, k)(images, noise_d, noise_g),
+                       lambda: self._xla_step(augment, 0)(images, noise_d, noise_g))
+
+    def _loop(self, one_step, images, noise_d, noise_g, steps):
+        """A graph loop of `steps` steps over stacked batches: one call from Python."""
+        def body(i):
+            one_step(images[i], noise_d[i], noise_g[i])
+            return (i + 1,)
+        tf.while_loop(lambda i: i < steps, body, (tf.constant(0),), parallel_iterations=1,
+                      maximum_iterations=steps)
 
     def _augment(self, images, augment):
         return diffaug.diff_augment(images, self.config['policy']) if augment else images
 
-    def _step(self, real_images, noise_d, noise_g, augment):
+    def _step(self, real_images, noise_d, noise_g, augment, r1_scale=1):
         run = self.strategy.run
-        d_metrics = run(self._discriminator_step, args=(real_images, noise_d, augment))
+        d_metrics = run(self._discriminator_step, args=(real_images, noise_d, augment, r1_scale))
         g_metrics = run(self._generator_step, args=(noise_g, augment))
         self._update_ema()
         # As the authors: fake_acc is the mean logit of the G step's fakes.
         metrics = {**d_metrics, **g_metrics}
         mean = tf.distribute.ReduceOp.MEAN
-        return {name: self.strategy.reduce(mean, value, axis=None)
-                for name, value in metrics.items()}
+        metrics = {name: self.strategy.reduce(mean, value, axis=None)
+                   for name, value in metrics.items()}
+        for name, value in metrics.items():
+            self.metric_sums[name].assign_add(value)
+        self.metric_count.assign_add(1)
+        return metrics
 
-    def _discriminator_step(self, real_images, noise, augment):
-        return self._accumulated_update(self._discriminator_grads, self.discriminator,
-                                        self.d_optimizer, (real_images, noise), augment)
+    def _discriminator_step(self, real_images, noise, augment, r1_scale):
+        grads_fn = lambda *args: self._discriminator_grads(*args, r1_scale=r1_scale)
+        return self._accumulated_update(grads_fn, self.discriminator, self.d_optimizer,
+                                        (real_images, noise), augment)
 
     def _generator_step(self, noise, augment):
         return self._accumulated_update(self._generator_grads, self.generator,
@@ -250,14 +332,16 @@ class LadaGAN:
         loss = loss / (self.n_replicas * self.grad_accum)
         return optimizer.scale_loss(loss) if self.precision == 'fp16' else loss
 
-    def _discriminator_grads(self, real_images, noise, augment, optimizer):
+    def _discriminator_grads(self, real_images, noise, augment, optimizer, r1_scale=1):
+        """r1_scale multiplies gp_weight; 0 skips R1's double backprop altogether."""
         c = self.config
         fake_images, _ = self.generator(noise, training=True)
+        r1 = lambda images: self._r1(images, r1_scale)
         with tf.GradientTape() as tape:
             if c['bcr']:
                 # Adversarial loss and R1 on clean images; augmentation only for bCR pairs.
                 fake_logits = self.discriminator(fake_images, training=True)
-                real_logits, gp = r1_penalty(self.discriminator, real_images, c['gp_weight'])
+                real_logits, gp = r1(real_images)
                 pairs = tf.stop_gradient(tf.concat(
                     [self._augment(real_images, augment),
                      self._augment(fake_images, augment)], axis=0))
@@ -269,7 +353,7 @@ class LadaGAN:
                 fake_aug = self._augment(fake_images, augment)
                 real_aug = self._augment(real_images, augment)
                 fake_logits = self.discriminator(fake_aug, training=True)
-                real_logits, gp = r1_penalty(self.discriminator, real_aug, c['gp_weight'])
+                real_logits, gp = r1(real_aug)
                 cr = tf.constant(0.0)
             d_loss = self.d_loss_fn(real_logits, fake_logits)
             d_total = d_loss + gp + cr
@@ -277,6 +361,11 @@ class LadaGAN:
         grads = tape.gradient(scaled, self.discriminator.trainable_weights)
         return grads, {'d_loss': d_loss, 'gp': gp, 'd_total': d_total, 'cr': cr,
                        'real_acc': tf.reduce_mean(real_logits)}
+
+    def _r1(self, images, scale):
+        if scale == 0:
+            return self.discriminator(images, training=True), tf.constant(0.0)
+        return r1_penalty(self.discriminator, images, self.config['gp_weight'] * scale)
 
     def _generator_grads(self, noise, augment, optimizer):
         with tf.GradientTape() as tape:

@@ -42,6 +42,7 @@ def test_overrides_apply_after_the_preset():
     ({'bcr': 'yes'}, r"bcr='yes': must be true or false"),
     ({'ema_init': 'zeros'}, r"ema_init='zeros': must be one of \['copy', 'random'\]"),
     ({'ema_warmup': 'yes'}, r"ema_warmup='yes': must be true or false"),
+    ({'r1_interval': 0}, r"r1_interval=0: must be a positive integer"),
     ({'g_heads': [4, 4]}, r"g_heads=\[4, 4\]: must be a list of 3 positive integers"),
     ({'gdim': [1, 2, 3]}, r"unknown config key\(s\) \['gdim'\]"),
 ])
@@ -59,6 +60,7 @@ def test_authors_config_json_loads_with_our_defaults_for_new_keys():
     saved = {k: v for k, v in config.DEFAULTS.items() if k not in config.OUR_KEYS}
     c = config.from_saved(saved)
     assert c['ema_init'] == 'copy' and c['antialias'] is False and c['ema_warmup'] is False
+    assert c['r1_interval'] == 1  # R1 on every step, as the authors
 
 
 # --- one list of names, every name builds ------------------------------------------------------

@@ -99,3 +99,18 @@ def test_bf16_training_of_the_tiny_preset_stays_finite(tmp_path):
     logged = [json.loads(line) for line in open(tmp_path / 'run' / 'metrics.jsonl')]
     assert len(logged) == 6
     assert all(np.isfinite(v) for entry in logged for v in entry.values())
+
+
+def test_lazy_r1_with_bcr_fp16_and_accumulation():
+    """R1 exactly on the D updates whose count is even (a skipped fp16 update does not
+    count), with the bCR term and two micro-batches in the same step."""
+    import config
+    conf = config.get_config('tiny', batch_size=4, bcr=True, r1_interval=2)
+    gan = trainer.LadaGAN(conf, jit_compile=False, precision='fp16', grad_accum=2)
+    images = np.random.default_rng(7).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+    due = []
+    for _ in range(3):
+        due.append(int(gan.d_optimizer.iterations.numpy()) % 2 == 0)
+        metrics = gan.train_step(images)
+        assert (metrics['gp'] > 0) == due[-1] and metrics['cr'] > 0, metrics
+    assert True in due and False in due

@@ -1,4 +1,5 @@
 """train.py as a user runs it: subprocesses on small generated datasets."""
+import dataclasses
 import glob
 import json
 import os
@@ -14,6 +15,7 @@ import pytest
 from PIL import Image
 
 import checkpoints
+import cli
 import data
 import loop
 import utils
@@ -313,3 +315,48 @@ def test_without_data_the_demo_preset_trains_on_generated_shapes(tmp_path):
     recipe = ('policy', 'g_lr', 'd_lr')
     assert {k: v for k, v in demo.items() if k not in recipe} == {
         k: v for k, v in tiny.items() if k not in recipe}
+
+
+@pytest.mark.parametrize('steps_per_call', [1, 2])
+def test_a_nan_step_inside_an_interval_stops_before_the_next_save(shapes, tmp_path,
+                                                                   steps_per_call):
+    """Batch 3 is NaN; metrics are read at 6 only, saves come every 2 iterations: the
+    save at 4 must not happen, the one at 2 stays."""
+    import tensorflow as tf
+    import train
+    model_dir = str(tmp_path / 'run')
+    args = train.parse_args(['--file_pattern', shapes, '--model_dir', model_dir,
+                             '--total_iter', '8', '--metrics_inter', '6', '--fid_inter', '2',
+                             '--steps_per_call', str(steps_per_call), *SMALL])
+    plan = train.resolve_run(args)
+    run = loop.Run(args, plan, train.settle_config(model_dir, plan.asked, False))
+    good = next(iter(run.dataset))
+    one = tf.data.Dataset.from_tensors
+    run.dataset = one(good).repeat(2).concatenate(one(good * np.nan)).concatenate(
+        one(good).repeat())
+    with pytest.raises(loop.TrainingError, match='non-finite loss between iterations 1 and 4'):
+        run.train(run.restore())
+    assert saved_checkpoints(model_dir) == saved_checkpoints(
+        model_dir, 'best-training-checkpoints') == [16]
+    assert not os.path.exists(os.path.join(model_dir, 'metrics.jsonl'))
+
+
+def test_steps_per_call_must_divide_the_intervals_and_needs_one_device():
+    import train
+    plan = train.resolve_run(train.parse_args(['--metrics_inter', '100', '--fid_inter', '300']))
+    train.check_steps_per_call(4, plan)
+    with pytest.raises(cli.UsageError, match=r'--steps_per_call 4 must divide '
+                       r'--metrics_inter 50: .* or --steps_per_call 2$'):
+        train.check_steps_per_call(4, dataclasses.replace(plan, metrics_inter=50))
+    for argv in (['--steps_per_call', '0'], ['--steps_per_call', '2', '--strategy', 'mirrored']):
+        with pytest.raises(SystemExit):
+            train.parse_args(argv)
+
+
+@pytest.mark.parametrize('done, total, n', [(0, 10, 4), (4, 10, 4), (8, 10, 1), (9, 10, 1),
+                                            (3, 10, 1), (8, 12, 4)])
+def test_calls_of_k_steps_start_at_multiples_of_k_and_stop_at_total(done, total, n):
+    import argparse
+    import types
+    run = types.SimpleNamespace(args=argparse.Namespace(steps_per_call=4))
+    assert loop.Run._steps_in_next_call(run, done, total) == n

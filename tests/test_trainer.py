@@ -35,11 +35,14 @@ def _softplus(x):
     return tf.math.log1p(tf.exp(-tf.abs(x))) + tf.maximum(x, 0.0)
 
 
-def _reference_step(fixture_dir, path, images, z_d, z_g):
+def _reference_step(fixture_dir, path, images, z_d, z_g, gp_weight=GP_WEIGHT, d_step=None):
+    """The authors' step from the checkpoint at `path`; d_step replaces the D optimizer's
+    update count (Adam's bias correction)."""
     g = checkpoints.load_generator(fixture_dir, ema=False, checkpoint_path=path)
     ema = checkpoints.load_generator(fixture_dir, ema=True, checkpoint_path=path)
     d = checkpoints.load_discriminator(fixture_dir, checkpoint_path=path)
-    d_step, d_states = _adam_states(path, 'd_optimizer', len(d.trainable_weights))
+    saved_d_step, d_states = _adam_states(path, 'd_optimizer', len(d.trainable_weights))
+    d_step = saved_d_step if d_step is None else d_step
     g_step, g_states = _adam_states(path, 'g_optimizer', len(g.trainable_weights))
     images = tf.constant(images)
 
@@ -51,7 +54,7 @@ def _reference_step(fixture_dir, path, images, z_d, z_g):
             real_logits = d(images, training=True)
             logit_sum = tf.reduce_sum(real_logits)
         r1_grads = r1_tape.gradient(logit_sum, images)
-        gp = GP_WEIGHT * tf.reduce_mean(tf.reduce_sum(tf.square(r1_grads), axis=[1, 2, 3]))
+        gp = gp_weight * tf.reduce_mean(tf.reduce_sum(tf.square(r1_grads), axis=[1, 2, 3]))
         d_loss = tf.reduce_mean(_softplus(-real_logits)) + tf.reduce_mean(_softplus(fake_logits))
         d_total = d_loss + gp
     _adam_update(d.trainable_weights, d_tape.gradient(d_total, d.trainable_weights),
@@ -174,3 +177,97 @@ def test_diffaugment_without_bcr_changes_the_d_and_g_losses():
     for name in ('d_loss', 'gp', 'g_loss'):
         assert repeated[name] == pytest.approx(plain[name], rel=1e-5)
         assert augmented[name] != pytest.approx(plain[name], rel=1e-3)
+
+
+# --- lazy R1 and several steps per call (one XLA-compiled model shared) ---------------------
+
+CKPT = ('training-checkpoints', 'ckpt-8')
+
+
+@pytest.fixture(scope='module')
+def lazy_gan(fixture_dir):
+    """The fixture model with R1 on every 4th D update, compiled once for these tests."""
+    return trainer.LadaGAN({**config.load_run_config(fixture_dir), 'r1_interval': 4})
+
+
+def _restore(gan, fixture_dir, d_updates=None):
+    checkpoints.restore_checkpoint(os.path.join(fixture_dir, *CKPT), **gan.checkpoint_objects())
+    if d_updates is not None:
+        gan.d_optimizer.iterations.assign(d_updates)
+    gan.read_metrics()  # empties the device sums
+
+
+def _all_weights(gan):
+    return [w.numpy() for net in (gan.generator, gan.ema_generator, gan.discriminator)
+            for w in net.weights]
+
+
+@pytest.mark.parametrize('d_updates, gp_weight', [(4, 4 * GP_WEIGHT), (5, 0.0)])
+def test_lazy_r1_step_matches_an_independent_computation(lazy_gan, fixture_dir, reference,
+                                                         d_updates, gp_weight):
+    """After 4 D updates the step carries R1 with 4x its weight; after 5, no R1 at all."""
+    _restore(lazy_gan, fixture_dir, d_updates)
+    rng = np.random.default_rng(1)
+    images = reference['train_images'][1]
+    z_d, z_g = (rng.standard_normal((4, 32)).astype(np.float32) for _ in range(2))
+    metrics = lazy_gan.train_step(images, noise_d=z_d, noise_g=z_g, augment=False)
+    path = os.path.join(fixture_dir, *CKPT)
+    g, ema, d, expected = _reference_step(fixture_dir, path, images, z_d, z_g,
+                                          gp_weight=gp_weight, d_step=d_updates)
+    for name in expected:
+        assert metrics[name] == pytest.approx(expected[name], abs=1e-5), name
+    theirs = [w.numpy() for net in (g, ema, d) for w in net.weights]
+    for a, b in zip(_all_weights(lazy_gan), theirs):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+def _direct_r1(discriminator, images):
+    """mean_b sum_pixels (d sum_25 D(x) / dx)^2, D's BatchNorm statistics left as found."""
+    saved = [w.numpy() for w in discriminator.non_trainable_weights]
+    images = tf.constant(images)
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        total = tf.reduce_sum(discriminator(images, training=True))
+    grads = tape.gradient(total, images).numpy()
+    for w, value in zip(discriminator.non_trainable_weights, saved):
+        w.assign(value)
+    return float(np.mean(np.sum(grads.astype(np.float64) ** 2, axis=(1, 2, 3))))
+
+
+def test_r1_falls_on_every_fourth_d_update_with_four_times_its_weight(lazy_gan, fixture_dir):
+    _restore(lazy_gan, fixture_dir, d_updates=0)
+    rng = np.random.default_rng(2)
+    for step in range(9):
+        images = rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+        expected = 4 * GP_WEIGHT * _direct_r1(lazy_gan.discriminator, images)
+        metrics = lazy_gan.train_step(images, augment=False)
+        if step % 4 == 0:
+            assert metrics['gp'] == pytest.approx(expected, rel=1e-4) and expected > 0, step
+        else:
+            assert metrics['gp'] == 0.0, step
+        assert metrics['d_total'] == pytest.approx(metrics['d_loss'] + metrics['gp'], abs=1e-6)
+    # The R1 and the plain step: each traced (and XLA-compiled) once.
+    for r1_scale in (4, 0):
+        assert lazy_gan._step_functions[(False, r1_scale)].experimental_get_tracing_count() == 1
+
+
+def test_four_steps_in_one_call_equal_four_single_steps(lazy_gan, fixture_dir):
+    """From 2 D updates, the 4 steps cross the R1 step (the 3rd): both branches in the loop."""
+    rng = np.random.default_rng(3)
+    images = rng.uniform(-1, 1, (4, 4, 32, 32, 3)).astype(np.float32)
+    z_d, z_g = (rng.standard_normal((4, 4, 32)).astype(np.float32) for _ in range(2))
+    _restore(lazy_gan, fixture_dir, d_updates=2)
+    singles = [lazy_gan.train_step(images[i], z_d[i], z_g[i], augment=False) for i in range(4)]
+    single_weights, (single_means, _) = _all_weights(lazy_gan), lazy_gan.read_metrics()
+    assert [m['gp'] > 0 for m in singles] == [False, False, True, False]
+    _restore(lazy_gan, fixture_dir, d_updates=2)
+    assert lazy_gan.run_steps(images, z_d, z_g, augment=False, steps=4) is None
+    means, count = lazy_gan.read_metrics()
+    assert count == 4 and lazy_gan.read_metrics() == ({k: 0.0 for k in means}, 0)
+    for name in trainer.METRIC_NAMES:
+        python_mean = np.mean([m[name] for m in singles])
+        assert single_means[name] == pytest.approx(python_mean, abs=1e-6), name
+        assert means[name] == pytest.approx(python_mean, abs=1e-6), name
+    for a, b in zip(_all_weights(lazy_gan), single_weights):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+    assert int(lazy_gan.d_optimizer.iterations.numpy()) == 6
