@@ -641,3 +641,41 @@ def test_cli_swd_works_offline_without_a_network(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     numbers = json.loads(result.stdout)
     assert numbers['swd'] > 0 and numbers['n_fake'] == 40 and numbers['img_size'] == 32
+
+
+def _shape_dirs(tmp_path, n_real, n_fake):
+    dirs = []
+    for name, images in (('real', _shapes_like(n_real, 3)), ('fake', _shapes_like(n_fake, 4))):
+        os.makedirs(tmp_path / name)
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(tmp_path / name / f'{i}.png')
+        dirs.append(str(tmp_path / name))
+    return dirs
+
+
+def test_cli_offline_still_reports_swd_and_names_what_it_skipped(tmp_path, monkeypatch,
+                                                                 capsys):
+    def offline(url, dest):
+        raise urllib.error.URLError('no network')
+
+    monkeypatch.setattr(fid, '_download', offline)
+    monkeypatch.setattr(fid, 'CACHE_ROOT', str(tmp_path / 'cache'))
+    real, fake = _shape_dirs(tmp_path, 20, 20)
+    code = fid.main(['--eval_dir', real, '--fake_dir', fake, '--n_fake', 'all',
+                     '--metrics', 'fid,swd'])
+    out, err = capsys.readouterr()
+    numbers = json.loads(out)
+    assert code == 1 and numbers['swd'] > 0 and 'fid' not in numbers
+    assert numbers['not_computed']['metrics'] == ['fid']
+    assert 'cannot download the Inception 2015 graph' in numbers['not_computed']['reason']
+    # The last stderr line (above it: progress bars).
+    assert err.splitlines()[-1].startswith('fid.py: warning: fid not computed')
+
+
+def test_cli_too_few_images_names_the_flag(tmp_path, capsys):
+    real, fake = _shape_dirs(tmp_path, 5, 1)
+    code = fid.main(['--eval_dir', real, '--fake_dir', fake, '--n_fake', 'all',
+                     '--metrics', 'swd'])
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # above it: progress bars
+    assert code == 2 and last.startswith('fid.py: error: ')
+    assert 'at least 2 generated images, got 1' in last and '--n_fake N' in last
