@@ -205,10 +205,10 @@ def _check_probabilities(probs, splits):
         raise MetricError(f'IS needs probabilities (>= 0, rows summing to 1), got values in '
                           f'[{probs.min():.3g}, {probs.max():.3g}] and row sums in '
                           f'[{sums.min():.3g}, {sums.max():.3g}]: logits? take a softmax')
-    if len(probs) < 2 * splits:
-        # A split of one image has IS 1 whatever the image.
-        raise TooFewSamples(f'IS with {splits} splits needs at least {2 * splits} images, '
-                            f'got {len(probs)}')
+    if len(probs) < max(2, splits):
+        # Every split needs an image; the IS of one image is 1 whatever it shows.
+        raise TooFewSamples(f'IS with {splits} splits needs at least {max(2, splits)} '
+                            f'images, got {len(probs)}')
 
 
 def inception_score(probs, splits=10):

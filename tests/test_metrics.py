@@ -363,8 +363,10 @@ def test_bad_inputs_are_one_clear_error_each():
     with pytest.raises(metrics.MetricError, match='logits'):
         metrics.inception_score(logits)
     probs = rng.dirichlet(np.ones(10), size=100)
-    with pytest.raises(metrics.MetricError, match='at least 20 images, got 1'):
+    with pytest.raises(metrics.MetricError, match='at least 10 images, got 1'):
         metrics.inception_score(probs[:1])
+    with pytest.raises(metrics.MetricError, match='at least 2 images, got 1'):
+        metrics.inception_score(probs[:1], splits=1)
     with pytest.raises(metrics.MetricError, match='at least 2 feature vectors, got 1'):
         metrics.feature_stats(probs[:1])
     one = np.zeros((1, 32, 32, 3), np.uint8)
