@@ -23,6 +23,7 @@ arguments before importing TensorFlow, which takes seconds and writes log lines 
     python fid.py --eval_dir 'data/celeba/*.png' --model_dir runs/celeba --metrics fid,kid
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -510,7 +511,9 @@ def parse_args(argv=None):
     p.add_argument('--n_real', default='all', help="real images: a number or 'all' (default)")
     p.add_argument('--metrics', default='fid',
                    help='comma list of fid,kid,is,pr,swd (default fid); swd (sliced '
-                        'Wasserstein distance on image patches) needs no network')
+                        'Wasserstein distance on image patches) needs no network: offline, '
+                        'it is still computed and the others are listed under '
+                        '"not_computed" (exit status 1)')
     p.add_argument('--network', choices=('tf2015', 'keras'), default='tf2015',
                    help='feature network (default tf2015, see below)')
     p.add_argument('--inception_path', help='network file (tf2015 .pb or keras .h5)')
@@ -562,11 +565,17 @@ def run(args):
         fake_files = select_files(find_images(args.fake_dir), n_fake, args.seed, 'fake images')
         img_size = args.img_size or common_size(fake_files)
     needs_network = any(m != 'swd' for m in wanted)
-    weights = args.inception_path
-    if needs_network and args.network == 'tf2015':
-        weights = get_tf2015_graph(args.inception_path)
-    elif needs_network and weights and not os.path.isfile(weights):
-        raise FIDUnavailable(f'Keras InceptionV3 weights file not found: {weights}')
+    weights, unavailable = args.inception_path, None
+    try:
+        if needs_network and args.network == 'tf2015':
+            weights = get_tf2015_graph(args.inception_path)
+        elif needs_network and weights and not os.path.isfile(weights):
+            raise FIDUnavailable(f'Keras InceptionV3 weights file not found: {weights}')
+    except FIDUnavailable as e:
+        if 'swd' not in wanted:
+            raise
+        # Offline: the metrics that need no network are still worth computing.
+        unavailable, needs_network = str(e), False
 
     if fake_files is not None:
         fake_batches = read_images(fake_files, img_size, args.batch_size)
@@ -587,21 +596,43 @@ def run(args):
     results = {'n_real': len(real_files), 'n_fake': n_fake, 'eval_dir': args.eval_dir,
                'fake_dir': args.fake_dir, 'model_dir': args.model_dir, 'seed': args.seed}
     if needs_network:
-        extractor = get_extractor(args.network, weights)
+        try:
+            extractor = get_extractor(args.network, weights)
+        except FIDUnavailable as e:
+            if 'swd' not in wanted:
+                raise
+            unavailable, needs_network = str(e), False
+    if unavailable:
+        results['not_computed'] = {'metrics': [m for m in wanted if m != 'swd'],
+                                   'reason': unavailable}
+    if needs_network:
         fake = compute_features(iter(fake_batches), extractor, n=n_fake, desc='fake features')
         img_size = img_size or args.img_size or sizes[0]  # reals resized to the fake size
         real = real_stats(real_files, len(real_files), img_size, extractor.name, extractor,
                           args.cache_dir, batch_size=args.batch_size)
-        results.update(metrics.compute_metrics(real['features'], fake, wanted, seed=args.seed,
-                                               fid_method=args.fid_method))
+        with _hint_more_images():
+            results.update(metrics.compute_metrics(real['features'], fake, wanted,
+                                                   seed=args.seed, fid_method=args.fid_method))
         results.update({'network': args.network, 'fid_method': args.fid_method,
                         'real_stats': real['path'], 'real_stats_cached': real['from_cache']})
     if 'swd' in wanted:
         img_size = img_size or args.img_size or sizes[0]
         real_images = np.concatenate(list(read_images(real_files, img_size, args.batch_size)))
-        results.update(metrics.swd(real_images, np.concatenate(fake_batches), seed=args.seed))
+        with _hint_more_images():
+            results.update(metrics.swd(real_images, np.concatenate(fake_batches),
+                                       seed=args.seed))
     results['img_size'] = int(img_size)
     return results
+
+
+@contextlib.contextmanager
+def _hint_more_images():
+    """A set too small for a metric: the error names the flags that give it more images."""
+    try:
+        yield
+    except metrics.TooFewSamples as e:
+        raise FIDError(f'{e}; evaluate more images: --n_fake N (with --fake_dir, a folder '
+                       'holding more files) and --n_real N or all') from None
 
 
 def _record_size(batches, sizes):
@@ -623,12 +654,16 @@ def main(argv=None):
     except KeyboardInterrupt:
         return cli.interrupted('fid.py', 'no results written (real statistics are cached only '
                                'when complete); rerun the same command to start again')
+    if 'not_computed' in results:
+        skipped = results['not_computed']
+        print(f"fid.py: warning: {', '.join(skipped['metrics'])} not computed (exit status 1): "
+              f"{skipped['reason']}", file=sys.stderr)
     text = json.dumps(results, indent=2)
     print(text)
     if out:
         utils.write_text(out, text + '\n')
         print(f'results written to {out}', file=sys.stderr)
-    return 0
+    return 1 if 'not_computed' in results else 0
 
 
 def _out_path(args):

@@ -17,6 +17,22 @@ class MetricError(ValueError):
     """Input a metric cannot be computed from; the message says why."""
 
 
+class TooFewSamples(MetricError):
+    """A set is too small for the metric; more images fix it (fid.py names the flag)."""
+
+
+def _check_finite(x, what):
+    bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+    if bad:
+        raise MetricError(f'{what} contain {bad} NaN or infinite values')
+
+
+def _noise_floor(w):
+    """Level below which eigenvalues of a d x d matrix are round-off: d * eps * largest.
+    Their square roots (about 1e-8 of the scale each) would otherwise add up."""
+    return len(w) * np.finfo(np.float64).eps * float(np.max(np.abs(w), initial=0.0))
+
+
 # ---------------------------------------------------------------------------------------
 # Metrics on features (numpy, float64)
 # ---------------------------------------------------------------------------------------
@@ -24,8 +40,11 @@ class MetricError(ValueError):
 def feature_stats(features):
     """Mean and covariance (float64) of features (N, D)."""
     features = np.asarray(features, dtype=np.float64)
-    if features.ndim != 2 or len(features) < 2:
-        raise ValueError(f'need features of shape (N >= 2, D), got {features.shape}')
+    if features.ndim != 2:
+        raise MetricError(f'need features of shape (N, D), got {features.shape}')
+    if len(features) < 2:
+        raise TooFewSamples(f'a covariance needs at least 2 feature vectors, got {len(features)}')
+    _check_finite(features, 'features')
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
@@ -41,13 +60,14 @@ def _sqrtm(a):
 
 def _psd_eigenvalues(w, what):
     """Eigenvalues of a symmetric matrix that should be positive semi-definite, with the
-    round-off negatives (about d * 1e-16 of the largest) set to 0. Clearly negative
-    ones mean the input is not a covariance."""
+    round-off ones (below d * eps of the largest, either sign) set to 0: with fewer
+    samples than dimensions the null space would add sum sqrt(round-off) to the trace.
+    Clearly negative ones mean the input is not a covariance."""
     scale = max(float(np.max(np.abs(w))), np.finfo(np.float64).tiny)
     if w.min() < -1e-8 * scale:
         raise ValueError(f'{what} has an eigenvalue of {w.min():.3g} (largest {scale:.3g}): '
                          'not positive semi-definite; are the inputs covariances?')
-    return np.clip(w, 0, None)
+    return np.where(w > _noise_floor(w), w, 0.0)
 
 
 def sqrt_psd(sigma):
@@ -107,12 +127,18 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6, method='sqrtm', sqrt_si
     can be given when sigma1 is fixed). The two agree to better than 1e-6 relative on
     2048-d covariances (tests/test_fid.py, bench/bench_fid.py); at 2048-d eigh is about
     4x faster than sqrtm, 8x with sqrt_sigma1 precomputed (bench/RESULTS.md).
+
+    Fewer samples than dimensions (singular covariances): eigh sets the round-off
+    eigenvalues to 0, so identical sets give 0 to 1e-8; sqrtm keeps the reference's
+    sqrt of round-off, about -4e-6 for two identical sets of 50 samples in 128-d.
     """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1 = np.atleast_2d(sigma1).astype(np.float64)
     sigma2 = np.atleast_2d(sigma2).astype(np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError(f'shapes differ: {mu1.shape}/{mu2.shape}, {sigma1.shape}/{sigma2.shape}')
+    for value, what in ((mu1, 'mu1'), (sigma1, 'sigma1'), (mu2, 'mu2'), (sigma2, 'sigma2')):
+        _check_finite(value, what)
     if method == 'sqrtm':
         tr_covmean = _trace_sqrt_product_sqrtm(sigma1, sigma2, eps)
     elif method == 'eigh':
@@ -123,14 +149,37 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6, method='sqrtm', sqrt_si
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
 
 
+def _two_sets(feats_a, feats_b, what):
+    """Both feature sets as float64 (N, D) arrays of one D, finite."""
+    sets = [np.asarray(f, dtype=np.float64) for f in (feats_a, feats_b)]
+    for x in sets:
+        if x.ndim != 2:
+            raise MetricError(f'{what} needs features of shape (N, D), got {x.shape}')
+        _check_finite(x, 'features')
+    if sets[0].shape[1] != sets[1].shape[1]:
+        raise MetricError(f'{what}: feature sizes differ, {sets[0].shape} and {sets[1].shape}')
+    return sets
+
+
 def kid(feats_a, feats_b, n_subsets=100, subset_size=1000, seed=0):
-    """Kernel Inception Distance: mean and std over random subsets of the unbiased MMD^2
-    with the cubic kernel k(x, y) = (x.y / d + 1)^3 (Binkowski et al. 2018)."""
-    a = np.asarray(feats_a, dtype=np.float64)
-    b = np.asarray(feats_b, dtype=np.float64)
-    m = min(subset_size, len(a), len(b))  # the usual cap when a set is small
+    """Kernel Inception Distance (Binkowski et al. 2018): the unbiased MMD^2 with the cubic
+    kernel k(x, y) = (x.y / d + 1)^3 on n_subsets random subsets of subset_size rows of
+    each set (drawn without replacement); returns its mean and its std over the subsets
+    (np.std, ddof 0, as the authors' code and torch-fidelity), i.e. the spread of one
+    subset's estimate, not the standard error of the mean.
+
+    A set smaller than subset_size: the subsets take m = min(subset_size, len(a), len(b))
+    rows (with a RuntimeWarning); when m equals both set sizes every subset is the whole
+    set and the std is 0.
+    """
+    a, b = _two_sets(feats_a, feats_b, 'KID')
+    m = min(subset_size, len(a), len(b))
     if m < 2:
-        raise ValueError('KID needs at least 2 samples in each set')
+        raise TooFewSamples(f'KID needs at least 2 samples in each set, got {len(a)} and '
+                            f'{len(b)}')
+    if m < subset_size:
+        warnings.warn(f'KID subsets of {m} samples instead of {subset_size}: a set has only '
+                      f'{min(len(a), len(b))}', RuntimeWarning)
     d = a.shape[1]
     rng = np.random.default_rng(seed)
     values = []
@@ -146,11 +195,35 @@ def kid(feats_a, feats_b, n_subsets=100, subset_size=1000, seed=0):
     return float(np.mean(values)), float(np.std(values))
 
 
+def _check_probabilities(probs, splits):
+    if probs.ndim != 2:
+        raise MetricError(f'IS needs class probabilities of shape (N, classes), got '
+                          f'{probs.shape}')
+    _check_finite(probs, 'class probabilities')
+    sums = probs.sum(axis=1)
+    if probs.min() < 0 or np.max(np.abs(sums - 1)) > 1e-3:
+        raise MetricError(f'IS needs probabilities (>= 0, rows summing to 1), got values in '
+                          f'[{probs.min():.3g}, {probs.max():.3g}] and row sums in '
+                          f'[{sums.min():.3g}, {sums.max():.3g}]: logits? take a softmax')
+    if len(probs) < max(2, splits):
+        # Every split needs an image; the IS of one image is 1 whatever it shows.
+        raise TooFewSamples(f'IS with {splits} splits needs at least {max(2, splits)} '
+                            f'images, got {len(probs)}')
+
+
 def inception_score(probs, splits=10):
-    """Inception Score: mean and std over `splits` chunks of exp(E_x KL(p(y|x) || p(y)))."""
+    """Inception Score (Salimans et al. 2016): mean and std (ddof 0) over `splits` chunks of
+    exp(E_x KL(p(y|x) || p(y))), p(y) the chunk's mean prediction.
+
+    Chunk i is rows floor(i N / splits) to floor((i + 1) N / splits), as the OpenAI code
+    and torch-fidelity split (np.array_split would put the larger chunks first).
+    """
     probs = np.asarray(probs, dtype=np.float64)
+    _check_probabilities(probs, splits)
+    bounds = [i * len(probs) // splits for i in range(splits + 1)]
     scores = []
-    for part in np.array_split(probs, splits):
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        part = probs[start:stop]
         p_y = part.mean(axis=0, keepdims=True)
         # 0 * log 0 = 0 (xlogy), so one-hot predictions are fine.
         kl = (xlogy(part, part) - xlogy(part, p_y)).sum(axis=1).mean()
@@ -170,6 +243,13 @@ def _sq_dists(a, b, b_sq):
     return np.maximum(a_sq[:, None] + b_sq[None, :] - 2 * (a @ b.T), 0)
 
 
+def _centred(x, center):
+    # |a|^2 + |b|^2 - 2ab loses the digits of the distance to cancellation when the
+    # points are far from the origin (0.02 at an offset of 300 in float32); distances
+    # do not change with the origin, so it is moved to the data first (in float64).
+    return (x - center).astype(np.float32)
+
+
 def _knn_sq_radii(feats, k):
     """Squared distance from each row to its k-th nearest neighbour, excluding itself."""
     sq = np.einsum('ij,ij->i', feats, feats)
@@ -184,7 +264,8 @@ def _knn_sq_radii(feats, k):
 
 
 def _coverage(query, ref, ref_sq_radii):
-    """Fraction of query rows inside at least one ball around a reference row."""
+    """Fraction of query rows inside at least one ball around a reference row (a point
+    on a ball's surface counts as inside: `<=`, as the NVlabs code)."""
     sq = np.einsum('ij,ij->i', ref, ref)
     rows = _block_rows(len(ref))
     inside = 0
@@ -198,48 +279,84 @@ def precision_recall(real_feats, fake_feats, k=3):
     """Improved precision and recall (Kynkaanniemi et al. 2019).
 
     Each set's manifold is the union of balls around its points with radius = distance
-    to the k-th nearest neighbour. Precision is the fraction of fakes on the real
-    manifold; recall the fraction of reals on the fake manifold. Computed in float32
-    row blocks so 50k x 2048 features fit in memory.
+    to the k-th nearest neighbour (the point itself not counted). Precision is the
+    fraction of fakes inside a real ball (`<=`), recall the fraction of reals inside a
+    fake ball, as the NVlabs code. Distances are taken in float32 row blocks (50k x 2048
+    features fit in memory) after moving the origin to the data in float64: to each set's
+    mean for its k-NN radii, to the real mean between the sets.
     """
-    real = np.asarray(real_feats, dtype=np.float32)
-    fake = np.asarray(fake_feats, dtype=np.float32)
+    real, fake = _two_sets(real_feats, fake_feats, 'precision/recall')
     if min(len(real), len(fake)) <= k:
-        raise ValueError(f'precision/recall with k={k} needs more than {k} samples per set')
-    precision = _coverage(fake, real, _knn_sq_radii(real, k))
-    recall = _coverage(real, fake, _knn_sq_radii(fake, k))
-    return precision, recall
+        raise TooFewSamples(f'precision/recall with k={k} needs more than {k} samples per '
+                            f'set, got {len(real)} real and {len(fake)} generated')
+    center = real.mean(axis=0)
+    real_radii = _knn_sq_radii(_centred(real, center), k)
+    fake_radii = _knn_sq_radii(_centred(fake, fake.mean(axis=0)), k)
+    real32, fake32 = _centred(real, center), _centred(fake, center)
+    return _coverage(fake32, real32, real_radii), _coverage(real32, fake32, fake_radii)
 
 
 # ---------------------------------------------------------------------------------------
-# Sliced Wasserstein distance on image patches (no feature network)
+# Sliced Wasserstein distance on image patches (Karras et al. 2018), no feature network
 # ---------------------------------------------------------------------------------------
 
 _BINOMIAL_5 = np.array([1, 4, 6, 4, 1], np.float32) / 16
+SWD_MIN_SIZE = 16  # the coarsest level of ProGAN's pyramid
+NHOOD = 7          # neighbourhood (patch) side
 
 
 def _blur(images):
-    """Separable 5-tap binomial blur of (N, H, W, C) with reflected borders."""
+    """5x5 binomial blur ([1, 4, 6, 4, 1] / 16 in each direction) of (N, H, W, C), with
+    mirrored borders (edge pixel not repeated: scipy.ndimage mode 'mirror', as ProGAN)."""
     padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), mode='reflect')
     h, w = images.shape[1:3]
     rows = sum(k * padded[:, i:i + h] for i, k in enumerate(_BINOMIAL_5))
     return sum(k * rows[:, :, i:i + w] for i, k in enumerate(_BINOMIAL_5))
 
 
-def laplacian_pyramid(images, min_size=16):
-    """[band-pass levels from the full size down, then the low-pass at min_size]."""
-    levels, current = [], images.astype(np.float32)
-    while current.shape[1] > min_size:
-        down = _blur(current)[:, ::2, ::2]
-        up = np.repeat(np.repeat(down, 2, axis=1), 2, axis=2)
-        levels.append(current - _blur(up))
+def _pyr_down(images):
+    """Blur, then every 2nd pixel from the first: H -> ceil(H / 2) (cv2.pyrDown)."""
+    return _blur(images)[:, ::2, ::2]
+
+
+def _pyr_up(images, shape):
+    """Zero insertion into an (h, w) grid, then the blur with 4x the kernel (cv2.pyrUp):
+    the zeros halve the mean in each direction. Pixel i lands on 2i, so a ramp stays
+    in place (np.repeat would shift it by half a pixel)."""
+    up = np.zeros((len(images), *shape, images.shape[3]), images.dtype)
+    up[:, ::2, ::2] = images
+    return 4 * _blur(up)
+
+
+def pyramid_sizes(height, width, min_size=SWD_MIN_SIZE):
+    """(h, w) of each level: the image, then ceil(h / 2) x ceil(w / 2) while both sides
+    of the next level are >= min_size. Powers of two give ProGAN's levels (32: 32, 16)."""
+    sizes = [(height, width)]
+    while min(-(-sizes[-1][0] // 2), -(-sizes[-1][1] // 2)) >= min_size:
+        sizes.append((-(-sizes[-1][0] // 2), -(-sizes[-1][1] // 2)))
+    return sizes
+
+
+def laplacian_pyramid(images, min_size=SWD_MIN_SIZE):
+    """[band-pass levels from the full size down, then the low-pass], float32, levels as
+    `pyramid_sizes`: level_i = g_i - pyr_up(g_{i+1}), g_0 the image, g_{i+1} =
+    pyr_down(g_i). Any size; the image is g_last + the band-pass levels brought up."""
+    current = np.asarray(images, np.float32)
+    levels = []
+    for _ in pyramid_sizes(*current.shape[1:3], min_size)[1:]:
+        down = _pyr_down(current)
+        levels.append(current - _pyr_up(down, current.shape[1:3]))
         current = down
     return levels + [current]
 
 
-def _patch_descriptors(level, per_image, rng, size=7):
-    """(N * per_image, size*size*C) random patches of one pyramid level, each set
-    normalised per channel by its own mean and std (Karras et al. 2018)."""
+def _patch_descriptors(level, per_image, rng, size=NHOOD):
+    """(N * per_image, C*size*size) random size x size neighbourhoods of one level, in
+    ProGAN's (channel, y, x) order, normalised per channel by the mean and std over all
+    of them (ProGAN's finalize_descriptors); a channel with std 0 is only centred.
+
+    Top-left corners: ys = rng.integers(0, H - size + 1, (N, per_image)), then xs alike.
+    """
     n, h, w, c = level.shape
     ys = rng.integers(0, h - size + 1, (n, per_image))
     xs = rng.integers(0, w - size + 1, (n, per_image))
@@ -247,52 +364,88 @@ def _patch_descriptors(level, per_image, rng, size=7):
     rows = (ys[..., None] + offsets)[..., :, None]           # (N, P, size, 1)
     cols = (xs[..., None] + offsets)[..., None, :]           # (N, P, 1, size)
     patches = level[np.arange(n)[:, None, None, None], rows, cols]  # (N, P, size, size, C)
-    patches = patches.reshape(-1, size * size, c)
-    patches = (patches - patches.mean(axis=(0, 1))) / (patches.std(axis=(0, 1)) + 1e-8)
-    return patches.reshape(len(patches), -1)
+    patches = patches.reshape(-1, size, size, c).transpose(0, 3, 1, 2)
+    patches = patches - patches.mean(axis=(0, 2, 3), keepdims=True)
+    std = patches.std(axis=(0, 2, 3), keepdims=True)
+    patches = patches / np.where(std > 0, std, 1)
+    return patches.reshape(len(patches), -1).astype(np.float32)
 
 
-def sliced_wasserstein(a, b, n_directions=512, n_repeats=4, rng=None):
-    """Mean 1-D Wasserstein-1 distance between the projections of two equal-size sets of
-    descriptors on random unit directions, averaged over repeats."""
-    rng = rng or np.random.default_rng(0)
-    if len(a) != len(b):
-        raise MetricError('sliced_wasserstein needs sets of equal size')
+def sliced_wasserstein(a, b, n_directions=128, n_repeats=4, rng=None, directions=None):
+    """Sliced Wasserstein-1 distance of two equal-size sets of descriptors (N, D): the
+    rows projected on random unit directions, each projection sorted, the mean absolute
+    difference; averaged over repeats (ProGAN: 4 repeats of 128 directions).
+
+    directions: (n_repeats, D, n) or (D, n) arrays used instead of rng.standard_normal
+    ((D, n_directions)) per repeat; each column is normalised to unit length.
+    """
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    if a.ndim != 2 or a.shape != b.shape:
+        raise MetricError(f'sliced_wasserstein needs two sets of one shape (N, D), got '
+                          f'{a.shape} and {b.shape}')
+    if directions is None:
+        rng = rng or np.random.default_rng(0)
+        directions = [rng.standard_normal((a.shape[1], n_directions))
+                      for _ in range(n_repeats)]
+    elif np.ndim(directions) == 2:
+        directions = [directions]
     distances = []
-    for _ in range(n_repeats):
-        directions = rng.standard_normal((a.shape[1], n_directions)).astype(np.float32)
-        directions /= np.linalg.norm(directions, axis=0, keepdims=True)
-        proj_a = np.sort(a @ directions, axis=0)
-        proj_b = np.sort(b @ directions, axis=0)
+    for dirs in directions:
+        dirs = np.asarray(dirs, np.float64)
+        dirs = (dirs / np.linalg.norm(dirs, axis=0, keepdims=True)).astype(np.float32)
+        # (direction, row): each direction's projections contiguous, so sorting is fast.
+        proj_a = np.sort(dirs.T @ a.T, axis=1)
+        proj_b = np.sort(dirs.T @ b.T, axis=1)
         distances.append(np.mean(np.abs(proj_a - proj_b)))
     return float(np.mean(distances))
 
 
-def swd(real_images, fake_images, patches_per_image=128, seed=0):
-    """Sliced Wasserstein distance of Karras et al. 2018 (ProGAN) between two sets of
-    uint8 (N, S, S, 3) images, x 1e3: {'swd_<size>': per pyramid level, 'swd': mean}.
+def _check_images(images, what):
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise MetricError(f'SWD needs {what} images of shape (N, H, W, C), got {images.shape}')
+    if min(images.shape[1:3]) < SWD_MIN_SIZE:
+        raise MetricError(f'SWD needs images of at least {SWD_MIN_SIZE}x{SWD_MIN_SIZE}, got '
+                          f'{images.shape[1]}x{images.shape[2]}')
+    if len(images) < 2:
+        raise TooFewSamples(f'SWD needs at least 2 {what} images, got {len(images)}')
+    _check_finite(images, f'{what} images')
+    return images
 
-    Random 7x7 patches of every Laplacian-pyramid level (down to 16x16) are compared
-    through 1-D projections; no feature network is involved, so it works offline, but
-    its values are not comparable with FID.
+
+def swd(real_images, fake_images, patches_per_image=128, seed=0, n_directions=128,
+        n_repeats=4, directions=None):
+    """Sliced Wasserstein distance of Karras et al. 2018 (ProGAN's released code) between
+    two sets of (N, H, W, C) images (uint8 or float, any scale: the descriptors are
+    normalised), x 1e3: {'swd_<h>': one per pyramid level, h its height; 'swd': mean}.
+
+    Per level of the Laplacian pyramid (`laplacian_pyramid`: 5x5 binomial filter,
+    zero-insertion upsampling, mirrored borders; levels halve, rounding up, while both
+    sides stay >= 16, so 64 -> 64, 32, 16; 50 -> 50, 25; 48x40 -> 48x40, 24x20; 37 -> 37, 19),
+    patches_per_image random 7x7 neighbourhoods of each image, normalised per channel over
+    each set, are compared by `sliced_wasserstein` (n_repeats x n_directions directions).
+    Unequal sets: the first min(N_real, N_fake) images of each are used, as ProGAN
+    compares equal counts. Random numbers: np.random.default_rng(seed), level by level,
+    the real set's then the fake set's corners, then that level's directions (unless
+    `directions` is given: then the same ones at every level).
+
+    No feature network is involved, so it works offline; its values are not comparable
+    with FID.
     """
-    real_images, fake_images = np.asarray(real_images), np.asarray(fake_images)
+    real_images = _check_images(real_images, 'real')
+    fake_images = _check_images(fake_images, 'generated')
     if real_images.shape[1:] != fake_images.shape[1:]:
         raise MetricError(f'SWD needs images of one size, got {real_images.shape[1:]} and '
-                       f'{fake_images.shape[1:]}')
-    if real_images.shape[1] < 16:
-        raise MetricError(f'SWD needs images of at least 16x16, got {real_images.shape[1]}')
+                          f'{fake_images.shape[1:]}')
     n = min(len(real_images), len(fake_images))
-    if n < 2:
-        raise MetricError('SWD needs at least 2 real and 2 generated images')
     rng = np.random.default_rng(seed)
-    pyramids = [laplacian_pyramid(images[:n] / 127.5 - 1)
-                for images in (real_images, fake_images)]
+    pyramids = [laplacian_pyramid(images[:n]) for images in (real_images, fake_images)]
     results = {}
     for real_level, fake_level in zip(*pyramids):
         descriptors = [_patch_descriptors(level, patches_per_image, rng)
                        for level in (real_level, fake_level)]
-        results[f'swd_{real_level.shape[1]}'] = 1e3 * sliced_wasserstein(*descriptors, rng=rng)
+        results[f'swd_{real_level.shape[1]}'] = 1e3 * sliced_wasserstein(
+            *descriptors, n_directions, n_repeats, rng=rng, directions=directions)
     results['swd'] = float(np.mean(list(results.values())))
     return results
 

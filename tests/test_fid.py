@@ -1,5 +1,6 @@
-"""Tests of fid.py: every metric against an independent computation, the feature networks
-on small stand-ins, the statistics cache and the CLI's errors. Nothing is downloaded.
+"""Tests of fid.py: the feature networks on small stand-ins, the statistics cache, the
+in-training monitor and the CLI's errors (the metric maths: tests/test_metrics.py). Nothing
+is downloaded.
 
 Tolerances: float64 metrics agree to 1e-6 relative; features from float32 graphs to 1e-5.
 """
@@ -12,7 +13,6 @@ import urllib.error
 import numpy as np
 import pytest
 from PIL import Image
-from scipy import linalg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -20,229 +20,7 @@ sys.path.insert(0, ROOT)
 import fid  # noqa: E402
 import metrics  # noqa: E402
 import sampling  # noqa: E402
-
-# ---------------------------------------------------------------------------------------
-# FID
-# ---------------------------------------------------------------------------------------
-
-
-def test_fid_matches_closed_form_for_diagonal_gaussians():
-    rng = np.random.default_rng(0)
-    mu1, mu2 = rng.normal(size=16), rng.normal(size=16)
-    s1, s2 = rng.uniform(0.1, 3, 16), rng.uniform(0.1, 3, 16)
-    expected = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
-    got = metrics.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2))
-    assert got == pytest.approx(expected, rel=1e-9)
-
-
-def _fid_by_eigh(x, y):
-    # Independent of sqrtm: Tr sqrt(S1 S2) = sum sqrt(eig(S1^1/2 S2 S1^1/2)).
-    mu1, mu2 = x.mean(0), y.mean(0)
-    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
-    w, v = linalg.eigh(s1)
-    root1 = v @ np.diag(np.sqrt(np.clip(w, 0, None))) @ v.T
-    tr_covmean = np.sum(np.sqrt(np.clip(linalg.eigvalsh(root1 @ s2 @ root1), 0, None)))
-    return np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * tr_covmean
-
-
-def test_fid_matches_numpy_on_random_features_and_is_symmetric():
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(400, 32))
-    y = rng.normal(size=(300, 32)) @ rng.normal(size=(32, 32)) * 0.5 + 0.3
-    d_xy = metrics.frechet_distance(*metrics.feature_stats(x), *metrics.feature_stats(y))
-    d_yx = metrics.frechet_distance(*metrics.feature_stats(y), *metrics.feature_stats(x))
-    assert d_xy == pytest.approx(_fid_by_eigh(x, y), rel=1e-6)
-    assert d_xy == pytest.approx(d_yx, rel=1e-6)
-    assert d_xy > 1
-
-
-def test_fid_of_identical_sets_is_zero():
-    x = np.random.default_rng(2).normal(size=(200, 64))
-    mu, sigma = metrics.feature_stats(x)
-    assert abs(metrics.frechet_distance(mu, sigma, mu, sigma)) < 1e-6
-
-
-def test_feature_stats_are_float64_mean_and_covariance():
-    x = np.random.default_rng(3).normal(size=(50, 4)).astype(np.float32)
-    mu, sigma = metrics.feature_stats(x)
-    assert mu.dtype == sigma.dtype == np.float64
-    np.testing.assert_allclose(mu, x.astype(np.float64).mean(0), rtol=1e-12)
-    centred = x.astype(np.float64) - mu
-    np.testing.assert_allclose(sigma, centred.T @ centred / 49, rtol=1e-12)
-
-
-def test_fid_adds_eps_when_sqrtm_is_not_finite(monkeypatch):
-    calls = []
-    real_sqrtm = metrics.linalg.sqrtm
-
-    def flaky_sqrtm(a):
-        calls.append(a)
-        return np.full_like(a, np.nan) if len(calls) == 1 else real_sqrtm(a)
-
-    monkeypatch.setattr(metrics.linalg, 'sqrtm', flaky_sqrtm)
-    s1, s2 = np.array([1.0, 2.0]), np.array([3.0, 0.5])
-    eps = 1e-2
-    with pytest.warns(RuntimeWarning, match='not finite'):
-        got = metrics.frechet_distance(np.zeros(2), np.diag(s1), np.zeros(2), np.diag(s2), eps=eps)
-    expected = np.sum(s1 + s2 - 2 * np.sqrt((s1 + eps) * (s2 + eps)))
-    assert len(calls) == 2 and got == pytest.approx(expected, rel=1e-9)
-
-
-def test_fid_rejects_large_imaginary_parts():
-    # diag(1, -1) is not a covariance: its square root is imaginary.
-    with pytest.raises(ValueError, match='imaginary'):
-        metrics.frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
-
-
-def _power_law_features(rng, n, d, decay=1.3, scale=5.0, shift=None):
-    """Inception-like features: a power-law covariance spectrum in a random basis,
-    non-negative after a ReLU (pool_3 averages ReLU outputs)."""
-    basis, _ = np.linalg.qr(rng.normal(size=(d, d)))
-    spectrum = scale * np.arange(1, d + 1) ** -decay
-    shift = np.abs(rng.normal(0.3, 0.2, d)) if shift is None else shift
-    return np.maximum((rng.normal(size=(n, d)) * np.sqrt(spectrum)) @ basis + shift, 0)
-
-
-@pytest.mark.parametrize('seed,d,n1,n2', [(0, 96, 400, 300), (1, 128, 1000, 100),
-                                          (2, 64, 5000, 70)])
-def test_fid_eigh_agrees_with_sqrtm_on_random_covariances(seed, d, n1, n2):
-    rng = np.random.default_rng(seed)
-    x = _power_law_features(rng, n1, d)
-    y = _power_law_features(rng, n2, d) * 1.1
-    s_x, s_y = metrics.feature_stats(x), metrics.feature_stats(y)
-    ref = metrics.frechet_distance(*s_x, *s_y, method='sqrtm')
-    got = metrics.frechet_distance(*s_x, *s_y, method='eigh')
-    assert got == pytest.approx(ref, rel=1e-6)
-    assert got == pytest.approx(_fid_by_eigh(x, y), rel=1e-9)
-    # The square root of the fixed covariance can be computed once.
-    root = metrics.sqrt_psd(s_x[1])
-    np.testing.assert_allclose(root @ root, s_x[1], rtol=0, atol=1e-9 * np.abs(s_x[1]).max())
-    assert metrics.frechet_distance(*s_x, *s_y, method='eigh', sqrt_sigma1=root) == got
-    # Swapping the sets gives the same distance.
-    assert metrics.frechet_distance(*s_y, *s_x, method='eigh') == pytest.approx(got, rel=1e-6)
-
-
-def test_fid_eigh_agrees_with_sqrtm_on_singular_covariances():
-    # 40 samples in 64 dimensions: both covariances have rank 39.
-    rng = np.random.default_rng(20)
-    mix = rng.normal(size=(64, 64))
-    x = rng.normal(size=(40, 64)) @ mix
-    y = rng.normal(size=(40, 64)) @ mix * 0.8 + 0.3
-    s_x, s_y = metrics.feature_stats(x), metrics.feature_stats(y)
-    assert np.linalg.matrix_rank(s_x[1]) == 39
-    ref = metrics.frechet_distance(*s_x, *s_y, method='sqrtm')
-    assert metrics.frechet_distance(*s_x, *s_y, method='eigh') == pytest.approx(ref, rel=1e-6)
-    # Exactly singular diagonal covariances against the closed form.
-    s1, s2 = np.array([1.0, 0.0, 2.0, 0.0]), np.array([3.0, 0.5, 0.0, 0.0])
-    expected = np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
-    for method in metrics.FID_METHODS:
-        got = metrics.frechet_distance(np.zeros(4), np.diag(s1), np.zeros(4), np.diag(s2),
-                                   method=method)
-        assert got == pytest.approx(expected, rel=1e-9), method
-
-
-def test_fid_eigh_rejects_non_covariances_and_unknown_methods():
-    with pytest.raises(ValueError, match='not positive semi-definite'):
-        metrics.frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2),
-                             method='eigh')
-    with pytest.raises(ValueError, match='not positive semi-definite'):
-        metrics.frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.diag([1.0, -1.0]),
-                             method='eigh')
-    with pytest.raises(ValueError, match='unknown FID method'):
-        metrics.frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(2), method='svd')
-
-
-@pytest.mark.slow
-def test_fid_eigh_agrees_with_sqrtm_at_2048_dimensions():
-    # The real size (about a minute of sqrtm on 2 cores): 2,500 vs 2,500 as in training.
-    rng = np.random.default_rng(21)
-    s_x = metrics.feature_stats(_power_law_features(rng, 2500, 2048))
-    s_y = metrics.feature_stats(_power_law_features(rng, 2500, 2048) * 1.05)
-    ref = metrics.frechet_distance(*s_x, *s_y, method='sqrtm')
-    assert metrics.frechet_distance(*s_x, *s_y, method='eigh') == pytest.approx(ref, rel=1e-6)
-
-
-# ---------------------------------------------------------------------------------------
-# KID, IS, precision/recall
-# ---------------------------------------------------------------------------------------
-
-
-def _mmd2_unbiased_loops(x, y):
-    # The textbook estimator written pair by pair.
-    m, d = len(x), x.shape[1]
-
-    def k(a, b):
-        return (np.dot(a, b) / d + 1) ** 3
-
-    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
-    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
-    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
-    return xx + yy - 2 * xy
-
-
-def test_kid_matches_direct_computation_on_one_subset():
-    rng = np.random.default_rng(4)
-    x = rng.normal(size=(40, 8))
-    y = rng.normal(size=(40, 8)) + 0.5
-    # subset_size = set size: every subset is a permutation of the whole set.
-    mean, std = metrics.kid(x, y, n_subsets=3, subset_size=40)
-    assert mean == pytest.approx(_mmd2_unbiased_loops(x, y), rel=1e-9)
-    assert std == pytest.approx(0, abs=1e-9)
-
-
-def test_kid_caps_subset_size_and_is_seeded():
-    rng = np.random.default_rng(5)
-    x, y = rng.normal(size=(30, 8)), rng.normal(size=(50, 8))
-    a = metrics.kid(x, y, n_subsets=5, subset_size=1000, seed=1)
-    assert a == metrics.kid(x, y, n_subsets=5, subset_size=1000, seed=1)
-    assert a != metrics.kid(x, y, n_subsets=5, subset_size=1000, seed=2)
-    # The subset size is capped at the smaller set (30).
-    assert a == metrics.kid(x, y, n_subsets=5, subset_size=30, seed=1)
-    assert a != metrics.kid(x, y, n_subsets=5, subset_size=29, seed=1)
-
-
-def test_inception_score_extremes():
-    n_classes = 7
-    same = np.tile(np.eye(n_classes)[2], (70, 1))
-    assert metrics.inception_score(same, splits=10) == pytest.approx((1.0, 0.0), abs=1e-9)
-    uniform_onehot = np.eye(n_classes)[np.arange(140) % n_classes]
-    mean, std = metrics.inception_score(uniform_onehot, splits=10)
-    assert mean == pytest.approx(n_classes, rel=1e-9) and std == pytest.approx(0, abs=1e-9)
-
-
-def test_inception_score_matches_kl_formula():
-    rng = np.random.default_rng(6)
-    p = rng.dirichlet(np.ones(5) * 0.5, size=100)
-    py = p.mean(0)
-    expected = np.exp(np.mean(np.sum(p * np.log(p / py), axis=1)))
-    assert metrics.inception_score(p, splits=1)[0] == pytest.approx(expected, rel=1e-9)
-
-
-def test_precision_recall_identical_and_far_apart():
-    rng = np.random.default_rng(7)
-    x = rng.normal(size=(300, 64))
-    assert metrics.precision_recall(x, x.copy(), k=3) == (1.0, 1.0)
-    assert metrics.precision_recall(x, x + 100.0, k=3) == (0.0, 0.0)
-
-
-def test_precision_recall_against_brute_force_and_in_blocks(monkeypatch):
-    rng = np.random.default_rng(8)
-    real = rng.normal(size=(120, 5))
-    fake = rng.normal(size=(90, 5)) + 1.0
-    d_rr = np.linalg.norm(real[:, None] - real[None], axis=-1)
-    d_ff = np.linalg.norm(fake[:, None] - fake[None], axis=-1)
-    d_fr = np.linalg.norm(fake[:, None] - real[None], axis=-1)
-    r_real = np.sort(d_rr, axis=1)[:, 3]
-    r_fake = np.sort(d_ff, axis=1)[:, 3]
-    precision = np.mean(np.any(d_fr <= r_real[None], axis=1))
-    recall = np.mean(np.any(d_fr.T <= r_fake[None], axis=1))
-    assert 0.2 < precision < 0.95 and 0.2 < recall < 0.95
-    # Tiny blocks: the block loop must give the same answer as one block.
-    monkeypatch.setattr(metrics, '_block_rows', lambda n_cols: 7)
-    p, r = metrics.precision_recall(real, fake, k=3)
-    assert p == pytest.approx(precision, abs=1 / 90 + 1e-9)
-    assert r == pytest.approx(recall, abs=1 / 120 + 1e-9)
-
+from test_metrics import _shapes_like  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # uint8 quantisation and image files
@@ -942,56 +720,7 @@ def test_cli_help_explains_the_networks():
         assert phrase in text, phrase
 
 
-# --- sliced Wasserstein distance (no feature network) ------------------------------------
-
-def _shapes_like(n, seed):
-    """uint8 32x32 images: random rectangles on random backgrounds."""
-    rng = np.random.default_rng(seed)
-    images = np.repeat(rng.integers(0, 256, (n, 1, 1, 3)), 32, axis=1).repeat(32, axis=2)
-    for image in images:
-        y, x = rng.integers(0, 20, 2)
-        image[y:y + 12, x:x + 12] = rng.integers(0, 256, 3)
-    return images.astype(np.uint8)
-
-
-def test_sliced_wasserstein_of_a_shift_is_the_mean_projected_shift():
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((300, 6)).astype(np.float32)
-    shift = np.array([1.0, -2.0, 0.5, 0.0, 3.0, 1.0], np.float32)
-    got = metrics.sliced_wasserstein(a, a + shift, n_directions=64, n_repeats=2,
-                                 rng=np.random.default_rng(5))
-    want_rng, want = np.random.default_rng(5), []
-    for _ in range(2):
-        d = want_rng.standard_normal((6, 64)).astype(np.float32)
-        want.append(np.mean(np.abs(shift @ (d / np.linalg.norm(d, axis=0)))))
-    assert got == pytest.approx(np.mean(want), rel=1e-4)
-    assert metrics.sliced_wasserstein(a, a) == 0.0
-
-
-def test_laplacian_pyramid_levels_rebuild_the_image():
-    images = _shapes_like(3, 0).astype(np.float32)
-    band, low = metrics.laplacian_pyramid(images)
-    assert band.shape == (3, 32, 32, 3) and low.shape == (3, 16, 16, 3)
-    up = np.repeat(np.repeat(low, 2, axis=1), 2, axis=2)
-    np.testing.assert_allclose(band + metrics._blur(up), images, atol=1e-3)
-
-
-def test_swd_grows_with_blur_and_is_smallest_for_the_same_distribution():
-    real, other_real = _shapes_like(200, 1), _shapes_like(200, 2)
-    blurred = [real.astype(np.float32)]
-    for _ in range(3):
-        blurred.append(metrics._blur(blurred[-1]))
-    values = [metrics.swd(other_real, np.round(b).astype(np.uint8))['swd'] for b in blurred]
-    assert values[0] < values[1] < values[2] < values[3], values
-    assert set(metrics.swd(real, other_real)) == {'swd_32', 'swd_16', 'swd'}
-
-
-def test_swd_errors_are_clear():
-    with pytest.raises(metrics.MetricError, match='at least 16x16'):
-        metrics.swd(np.zeros((4, 8, 8, 3), np.uint8), np.zeros((4, 8, 8, 3), np.uint8))
-    with pytest.raises(metrics.MetricError, match='one size'):
-        metrics.swd(np.zeros((4, 32, 32, 3), np.uint8), np.zeros((4, 16, 16, 3), np.uint8))
-
+# --- sliced Wasserstein distance through the CLI (no feature network) ------------------
 
 def test_cli_swd_works_offline_without_a_network(tmp_path):
     for name, images in (('real', _shapes_like(40, 3)), ('fake', _shapes_like(40, 4))):
@@ -1003,3 +732,41 @@ def test_cli_swd_works_offline_without_a_network(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     numbers = json.loads(result.stdout)
     assert numbers['swd'] > 0 and numbers['n_fake'] == 40 and numbers['img_size'] == 32
+
+
+def _shape_dirs(tmp_path, n_real, n_fake):
+    dirs = []
+    for name, images in (('real', _shapes_like(n_real, 3)), ('fake', _shapes_like(n_fake, 4))):
+        os.makedirs(tmp_path / name)
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(tmp_path / name / f'{i}.png')
+        dirs.append(str(tmp_path / name))
+    return dirs
+
+
+def test_cli_offline_still_reports_swd_and_names_what_it_skipped(tmp_path, monkeypatch,
+                                                                 capsys):
+    def offline(url, dest):
+        raise urllib.error.URLError('no network')
+
+    monkeypatch.setattr(fid, '_download', offline)
+    monkeypatch.setattr(fid, 'CACHE_ROOT', str(tmp_path / 'cache'))
+    real, fake = _shape_dirs(tmp_path, 20, 20)
+    code = fid.main(['--eval_dir', real, '--fake_dir', fake, '--n_fake', 'all',
+                     '--metrics', 'fid,swd'])
+    out, err = capsys.readouterr()
+    numbers = json.loads(out)
+    assert code == 1 and numbers['swd'] > 0 and 'fid' not in numbers
+    assert numbers['not_computed']['metrics'] == ['fid']
+    assert 'cannot download the Inception 2015 graph' in numbers['not_computed']['reason']
+    # The last stderr line (above it: progress bars).
+    assert err.splitlines()[-1].startswith('fid.py: warning: fid not computed')
+
+
+def test_cli_too_few_images_names_the_flag(tmp_path, capsys):
+    real, fake = _shape_dirs(tmp_path, 5, 1)
+    code = fid.main(['--eval_dir', real, '--fake_dir', fake, '--n_fake', 'all',
+                     '--metrics', 'swd'])
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # above it: progress bars
+    assert code == 2 and last.startswith('fid.py: error: ')
+    assert 'at least 2 generated images, got 1' in last and '--n_fake N' in last
