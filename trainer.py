@@ -251,7 +251,7 @@ class LadaGAN:
             if steps == 1 and self.config['r1_interval'] == 1:
                 fn = self._xla_step(augment, 1)
             elif steps == 1:
-                fn = tf.function(one)
+                fn = tf.function(one) if self.n_replicas == 1 else one
             else:
                 fn = tf.function(lambda x, zd, zg: self._loop(one, x, zd, zg, steps))
             self._compiled_steps[key] = fn
@@ -276,7 +276,13 @@ class LadaGAN:
         k = self.config['r1_interval']
         if k == 1:
             return self._xla_step(augment, 1)(images, noise_d, noise_g)
-        due = tf.equal(_inner(self.d_optimizer).iterations % k, 0)
+        count = _inner(self.d_optimizer).iterations
+        if tf.executing_eagerly():
+            # Several replicas: their per-replica batches cannot enter a tf.cond, so the
+            # count is read from the device at each step.
+            return self._xla_step(augment, k if int(count.numpy()) % k == 0 else 0)(
+                images, noise_d, noise_g)
+        due = tf.equal(count % k, 0)
         return tf.cond(due, lambda: self._xla_step(augment, k)(images, noise_d, noise_g),
                        lambda: self._xla_step(augment, 0)(images, noise_d, noise_g))
 
