@@ -220,16 +220,16 @@ def build_parser():
                         help='use the EMA generator (the one the authors evaluate)')
     sample_args = p.add_argument_group('sampling')
     sample_args.add_argument('--n', type=cli.positive_int, default=25,
-                          help='number of images (the keyframes with --interpolate)')
+                             help='number of images (the keyframes with --interpolate)')
     sample_args.add_argument('--seed', type=cli.seed, default=None,
-                          help='noise seed; the same seed gives the same images '
-                               '(default: random, printed)')
+                             help='noise seed; the same seed gives the same images '
+                                  '(default: random, printed)')
     sample_args.add_argument('--batch_size', type=cli.positive_int, default=50,
-                          help='images per compiled batch')
+                             help='images per compiled batch')
     sample_args.add_argument('--truncation', type=cli.non_negative_float, default=1.0,
-                          help='scale of z (below 1: less varied, more typical images)')
+                             help='scale of z (below 1: less varied, more typical images)')
     sample_args.add_argument('--jit', action=argparse.BooleanOptionalAction, default=True,
-                          help='XLA-compile sampling (as train.py; --no-jit: plain TF graph)')
+                             help='XLA-compile sampling (as train.py; --no-jit: plain TF graph)')
     out = p.add_argument_group('outputs')
     out.add_argument('--out', default=None,
                      help='a .png path: one grid of all images; a directory: one PNG per '

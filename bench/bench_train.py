@@ -82,16 +82,14 @@ def parse_args(argv=None):
                       help='measure only the XLA step (jit_compile=True)')
     mode.add_argument('--no-jit', dest='modes', action='store_const', const=['graph'],
                       help='measure only the plain graph step (jit_compile=False)')
-    parser.add_argument('--precision', default='fp32',
-                        help='comma-separated precisions: fp32, bf16, fp16 (default fp32)')
-    parser.add_argument('--devices', default='1',
-                        help='comma-separated replica counts, 1 and/or 2 (default 1)')
-    parser.add_argument('--grad_accum', default='1',
-                        help='comma-separated accumulation factors (default 1)')
-    parser.add_argument('--r1_interval', default='1',
-                        help='comma-separated r1_interval values (lazy R1; default 1)')
-    parser.add_argument('--steps_per_call', default='1',
-                        help='comma-separated steps per compiled call (default 1)')
+    for name, default, values in (
+            ('precision', 'fp32', 'precisions: fp32, bf16, fp16'),
+            ('devices', '1', 'replica counts, 1 and/or 2'),
+            ('grad_accum', '1', 'accumulation factors'),
+            ('r1_interval', '1', 'r1_interval values (lazy R1)'),
+            ('steps_per_call', '1', 'steps per compiled call')):
+        parser.add_argument(f'--{name}', default=default,
+                            help=f'comma-separated {values} (default {default})')
     parser.add_argument('--pipeline', action='store_true',
                         help='also measure the input pipeline alone (img/s)')
     parser.add_argument('--loop', action='store_true',
