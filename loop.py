@@ -105,9 +105,13 @@ class Run:
         checked (so a start that fails leaves the folder as it was)."""
         if not self.is_chief:
             return
+        run_file = os.path.join(self.plan.model_dir, config.RUN_FILE)
+        before = _read_json(run_file).get('n_train_images')
+        if before not in (None, self.n_train_images):
+            print(f'The training data has changed: {self.n_train_images:,} images, '
+                  f'{before:,} when the run started.')
         utils.write_json(os.path.join(self.plan.model_dir, config.CONFIG_FILE), self.conf)
-        utils.write_json(os.path.join(self.plan.model_dir, config.RUN_FILE),
-                         {**options, 'n_train_images': self.n_train_images})
+        utils.write_json(run_file, {**options, 'n_train_images': self.n_train_images})
 
     def _open_outputs(self):
         """Checkpoint managers and the TensorBoard writer (they create their folders)."""
@@ -395,6 +399,14 @@ def distribute_dataset(dataset, strategy):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+
+def _read_json(path):
+    """A JSON object file, or {} when there is none (train.py checked it is readable)."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
 
 
 def _logged_iter(line):

@@ -43,8 +43,9 @@ def test_failed_override_and_other_options_leave_the_run_as_it_was(shapes, tmp_p
     assert_clean_error(misfit, 'does not match', 'has shape')
     # Options that change what the run computes: refused, naming them.
     other = run_train(*common, '--total_iter', '3', '--grad_accum', '2', '--strategy',
-                      'mirrored')
-    assert_clean_error(other, "grad_accum: 1 in run.json, 2 asked",
+                      'mirrored', '--precision', 'bf16')
+    assert_clean_error(other, "precision: 'fp32' in run.json, 'bf16' asked",
+                       "grad_accum: 1 in run.json, 2 asked",
                        "strategy: 'default' in run.json, 'mirrored' asked", '--override_config')
     assert _files(model_dir) == before  # byte for byte, every file
     resumed = run_train(*common, '--total_iter', '3', '--grad_accum', '2', '--override_config')
