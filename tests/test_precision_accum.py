@@ -101,6 +101,7 @@ def test_bf16_training_of_the_tiny_preset_stays_finite(tmp_path):
     assert all(np.isfinite(v) for entry in logged for v in entry.values())
 
 
+@pytest.mark.slow  # ~50 s: the lazy-R1 schedule itself is checked in tests/test_trainer.py
 def test_lazy_r1_with_bcr_fp16_and_accumulation():
     """R1 exactly on the D updates whose count is even (a skipped fp16 update does not
     count), with the bCR term and two micro-batches in the same step."""
