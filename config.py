@@ -60,12 +60,15 @@ DEFAULTS = {
     'latent_dim': 32,                # simplex/duplex: width of each latent component
     'crop': 'none',                  # 'none': squash to a square (authors); 'center': centre crop
     'r1_interval': 1,                # R1 on every k-th D step, weight x k (lazy R1; authors: 1)
+    'n_classes': 0,                  # 0: unconditional (authors); K: class-conditional G and D
+    'spectral_norm': 'none',         # spectral normalisation of 'g', 'd', 'both' or 'none'
 }
 
 # Keys added by this project: the authors' config.json files do not have them, and
 # they take their default values when such a file is loaded.
 OUR_KEYS = ('ema_init', 'ema_warmup', 'antialias',
-            'g_attention', 'd_attention', 'n_latents', 'latent_dim', 'crop', 'r1_interval')
+            'g_attention', 'd_attention', 'n_latents', 'latent_dim', 'crop', 'r1_interval',
+            'n_classes', 'spectral_norm')
 
 _FFHQ_128 = {
     'img_size': 128,
@@ -106,6 +109,14 @@ PRESETS = {
     # iterations on 4,000 generated shapes. DiffAugment off (so short a run cannot overfit;
     # augmenting only slows learning) and a higher learning rate (bench/bench_recipe.py).
     'demo': {**_TINY, 'policy': '', 'g_lr': 5e-4, 'd_lr': 5e-4},
+    # SAGAN's recipe (Zhang et al. 2019) on LadaGAN's CIFAR-10 backbone: dot-product
+    # attention in G and D, spectral normalisation in both, hinge loss, two time-scale
+    # learning rates, Adam betas (0, 0.9), class-conditional (CIFAR-10's 10 classes), and
+    # neither R1 nor DiffAugment, which SAGAN does not use. README: what differs from SAGAN.
+    'sagan': {'img_size': 32, 'd_enc_dim': [128, 256], 'g_attention': 'dot',
+              'd_attention': 'dot', 'spectral_norm': 'both', 'loss': 'hinge',
+              'g_lr': 1e-4, 'd_lr': 4e-4, 'g_beta1': 0.0, 'g_beta2': 0.9, 'd_beta1': 0.0,
+              'd_beta2': 0.9, 'n_classes': 10, 'gp_weight': 0.0, 'policy': ''},
 }
 
 SUPPORTED_SIZES = (32, 64, 128, 256)
@@ -119,6 +130,8 @@ ATTENTIONS = ('lada', 'dot', 'l2', 'simplex', 'duplex')
 # How a non-square image becomes square (data.py): 'none' squashes it (the authors'),
 # 'center' takes its centred square.
 CROPS = ('none', 'center')
+# Which networks spectral normalisation applies to (ladaformer.spectral_norm).
+SPECTRAL_NORMS = ('none', 'g', 'd', 'both')
 PRECISIONS = ('fp32', 'bf16', 'fp16')  # compute precision of the train step (trainer.py)
 # The authors' released models on the Hugging Face Hub (checkpoints.download_pretrained):
 # name -> images seen at the released (best-FID) checkpoint, which names its files
@@ -161,6 +174,10 @@ def validate(config):
                 'gen_batch_size', 'n_fid_real', 'n_fid_gen', 'n_latents', 'latent_dim',
                 'r1_interval'):
         _check(_is_int(c[key]) and c[key] >= 1, key, c[key], 'a positive integer')
+    _check(_is_int(c['n_classes']) and c['n_classes'] >= 0, 'n_classes', c['n_classes'],
+           'an integer >= 0 (0: unconditional)')
+    _check(c['spectral_norm'] in SPECTRAL_NORMS, 'spectral_norm', c['spectral_norm'],
+           f"one of {list(SPECTRAL_NORMS)}")
     for key in ('g_dim', 'g_heads', 'g_mlp'):
         _check(_is_int_list(c[key], 3), key, c[key], 'a list of 3 positive integers')
     n_stages = D_STAGES[c['img_size']]
@@ -195,6 +212,11 @@ def validate(config):
         _check(c[key] in ATTENTIONS, key, c[key], f"one of {list(ATTENTIONS)}")
     _check(c['crop'] in CROPS, 'crop', c['crop'], f"one of {list(CROPS)}")
     return config
+
+
+def spectral_norm_in(config, net):
+    """Whether spectral normalisation applies to net 'g' or 'd'."""
+    return config['spectral_norm'] in (net, 'both')
 
 
 def _validate_output_head(c):

@@ -11,6 +11,11 @@ authors' checkpoints; `checkpoints.checkpoint_variables` relies on them to read 
 Baseline attentions of related systems can replace the additive one in both blocks
 (config `g_attention` / `d_attention`, see `make_attention`), so that only the attention
 differs: `dot` (SAGAN / ViT GANs), `l2` (GigaGAN), `simplex` and `duplex` (GANformer).
+Spectral normalisation (Miyato et al. 2018): the Dense, Conv2D and Embedding layers that
+the factories `dense`, `conv2d` and `embedding` make inside `with spectral_norm():` divide
+their kernel by its largest singular value (see `_SpectralNorm`). Generator and
+Discriminator open that scope when their config asks for it (config `spectral_norm`).
+
 Every attention is called as `attn(x, z=None)` and returns `(out (B, N, D), map (B, heads, N))`;
 each map is float32 and sums to 1 over the N tokens, so the same plots show all of them:
 
@@ -21,6 +26,9 @@ each map is float32 and sums to 1 over the N tokens, so the same plots show all 
 - duplex: the latent-to-image attention of its latent update (softmax over the tokens),
   averaged over the k latents.
 """
+import contextlib
+import contextvars
+
 import keras
 import tensorflow as tf
 from keras import layers
@@ -29,10 +37,105 @@ import config
 
 KERNEL_INIT = 'orthogonal'  # every Dense/Conv/Embedding kernel in LadaGAN
 LN_EPSILON = 1e-6
+_SPECTRAL_NORM = contextvars.ContextVar('spectral_norm', default=False)
 
 
-def _dense(units, **kwargs):
-    return layers.Dense(units, kernel_initializer=KERNEL_INIT, **kwargs)
+@contextlib.contextmanager
+def spectral_norm(enabled=True):
+    """Layers made by `dense`, `conv2d` and `embedding` inside are spectrally normalised."""
+    token = _SPECTRAL_NORM.set(enabled)
+    try:
+        yield
+    finally:
+        _SPECTRAL_NORM.reset(token)
+
+
+def dense(units, **kwargs):
+    layer = SpectralNormDense if _SPECTRAL_NORM.get() else layers.Dense
+    return layer(units, kernel_initializer=KERNEL_INIT, **kwargs)
+
+
+def conv2d(filters, kernel_size, **kwargs):
+    layer = SpectralNormConv2D if _SPECTRAL_NORM.get() else layers.Conv2D
+    return layer(filters, kernel_size, kernel_initializer=KERNEL_INIT, **kwargs)
+
+
+def embedding(n_rows, dim, **kwargs):
+    layer = SpectralNormEmbedding if _SPECTRAL_NORM.get() else layers.Embedding
+    return layer(n_rows, dim, embeddings_initializer=KERNEL_INIT, **kwargs)
+
+
+class _SpectralNorm:
+    """Mixin: the layer computes with W / sigma(W) in place of its kernel W.
+
+    As torch.nn.utils.spectral_norm and Miyato et al.'s code: W is reshaped to
+    (fan_in, units) (an Embedding's table to (rows, dim)); a persistent unit vector u
+    (`spectral_u`, not trained, checkpointed) gives v = normalise(W u),
+    u' = normalise(W^T v) and sigma = v^T W u' (one power iteration per call), with u and
+    v held constant for the gradient, which flows through sigma. In training mode u' is
+    stored; in inference the same iteration runs and nothing is stored. The variable W
+    stays unnormalised (Keras' SpectralNormalization overwrites it and ignores sigma in
+    the gradient). sigma is computed in float32 under mixed precision.
+    """
+
+    def _build_spectral_u(self, units):
+        self.spectral_u = self.add_weight(
+            name='spectral_u', shape=(1, units), trainable=False, aggregation='mean',
+            initializer=keras.initializers.RandomNormal(stddev=1.0), autocast=False)
+
+    def _normalized(self, kernel, training):
+        w = tf.cast(tf.reshape(kernel, [-1, kernel.shape[-1]]), tf.float32)
+        u = tf.convert_to_tensor(self.spectral_u)
+        v = tf.stop_gradient(tf.math.l2_normalize(tf.matmul(u, w, transpose_b=True)))
+        u = tf.stop_gradient(tf.math.l2_normalize(tf.matmul(v, w)))
+        sigma = tf.reduce_sum(tf.matmul(v, w) * u)
+        if training:
+            self.spectral_u.assign(u)
+        return kernel / tf.cast(sigma, kernel.dtype)
+
+
+@keras.saving.register_keras_serializable(package='LadaGAN')
+class SpectralNormDense(_SpectralNorm, layers.Dense):
+    """Dense with a spectrally normalised kernel (`_SpectralNorm`)."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_spectral_u(self.units)
+
+    def call(self, inputs, training=None):
+        x = tf.matmul(inputs, self._normalized(tf.convert_to_tensor(self.kernel), training))
+        if self.bias is not None:
+            x = x + self.bias
+        return self.activation(x) if self.activation is not None else x
+
+
+@keras.saving.register_keras_serializable(package='LadaGAN')
+class SpectralNormConv2D(_SpectralNorm, layers.Conv2D):
+    """Conv2D with a spectrally normalised kernel (`_SpectralNorm`), channels last."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_spectral_u(self.filters)
+
+    def call(self, inputs, training=None):
+        x = self.convolution_op(inputs, self._normalized(tf.convert_to_tensor(self.kernel),
+                                                         training))
+        if self.use_bias:
+            x = x + self.bias
+        return self.activation(x) if self.activation is not None else x
+
+
+@keras.saving.register_keras_serializable(package='LadaGAN')
+class SpectralNormEmbedding(_SpectralNorm, layers.Embedding):
+    """Embedding with a spectrally normalised table (`_SpectralNorm`)."""
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        self._build_spectral_u(self.output_dim)
+
+    def call(self, inputs, training=None):
+        table = self._normalized(tf.convert_to_tensor(self.embeddings), training)
+        return tf.cast(tf.gather(table, tf.cast(inputs, tf.int32)), self.compute_dtype)
 
 
 def _softmax32(logits):
@@ -54,7 +157,7 @@ def _merge_heads(x):
 
 def _mlp(hidden_dim, model_dim):
     # Keras' 'gelu' is the exact (erf) GELU, as in the authors' Keras 2 code.
-    return keras.Sequential([_dense(hidden_dim, activation='gelu'), _dense(model_dim)])
+    return keras.Sequential([dense(hidden_dim, activation='gelu'), dense(model_dim)])
 
 
 @keras.saving.register_keras_serializable(package='LadaGAN')
@@ -73,15 +176,15 @@ class AdditiveAttention(layers.Layer):
         self.model_dim = model_dim
         self.n_heads = n_heads
         self.depth = model_dim // n_heads
-        self.wq = _dense(model_dim)
-        self.wk = _dense(model_dim)
-        self.wv = _dense(model_dim)
-        self.q_attn = _dense(n_heads)  # one logit per head from the full query (quirk §10.2)
-        self.to_out = _dense(model_dim)
+        self.wq = dense(model_dim)
+        self.wk = dense(model_dim)
+        self.wv = dense(model_dim)
+        self.q_attn = dense(n_heads)  # one logit per head from the full query (quirk §10.2)
+        self.to_out = dense(model_dim)
 
     def build(self, x_shape, z_shape=None):
-        for dense in (self.wq, self.wk, self.wv, self.q_attn, self.to_out):
-            dense.build(x_shape)
+        for layer in (self.wq, self.wk, self.wv, self.q_attn, self.to_out):
+            layer.build(x_shape)
 
     def call(self, x, z=None):
         q, k, v = self.wq(x), self.wk(x), self.wv(x)
@@ -105,13 +208,13 @@ class _QuadraticSelfAttention(layers.Layer):
             raise ValueError(f'model_dim {model_dim} is not divisible by n_heads {n_heads}')
         self.model_dim, self.n_heads = model_dim, n_heads
         self.depth = model_dim // n_heads
-        self.wq = _dense(model_dim)
-        self.wv = _dense(model_dim)
-        self.to_out = _dense(model_dim)
+        self.wq = dense(model_dim)
+        self.wv = dense(model_dim)
+        self.to_out = dense(model_dim)
 
     def build(self, x_shape, z_shape=None):
-        for dense in self._projections():
-            dense.build(x_shape)
+        for layer in self._projections():
+            layer.build(x_shape)
 
     def _projections(self):
         return (self.wq, self.wv, self.to_out)
@@ -134,7 +237,7 @@ class DotProductAttention(_QuadraticSelfAttention):
 
     def __init__(self, model_dim, n_heads, **kwargs):
         super().__init__(model_dim, n_heads, **kwargs)
-        self.wk = _dense(model_dim)
+        self.wk = dense(model_dim)
 
     def _projections(self):
         return (self.wq, self.wk, self.wv, self.to_out)
@@ -157,7 +260,7 @@ class L2Attention(_QuadraticSelfAttention):
         super().__init__(model_dim, n_heads, **kwargs)
         self.tied = tied
         if not tied:
-            self.wk = _dense(model_dim)
+            self.wk = dense(model_dim)
 
     def _projections(self):
         return (self.wq, self.wv, self.to_out) + (() if self.tied else (self.wk,))
@@ -190,10 +293,10 @@ class _MultiHeadCross(layers.Layer):
         super().__init__(**kwargs)
         self.model_dim, self.n_heads, self.out_dim = model_dim, n_heads, out_dim
         self.depth = model_dim // n_heads
-        self.wq = _dense(model_dim)
-        self.wk = _dense(model_dim)
-        self.wv = _dense(model_dim)
-        self.to_out = _dense(out_dim)
+        self.wq = dense(model_dim)
+        self.wk = dense(model_dim)
+        self.wv = dense(model_dim)
+        self.to_out = dense(out_dim)
 
     def build(self, source_shape, target_shape, value_shape=None):
         self.wq.build(source_shape)
@@ -229,18 +332,18 @@ class _BipartiteAttention(layers.Layer):
         self.model_dim, self.n_heads = model_dim, n_heads
         self.n_latents, self.latent_dim, self.latents = n_latents, latent_dim, latents
         if latents == 'noise':
-            self.mapping = keras.Sequential([_dense(latent_dim, activation='relu'),
-                                             _dense(n_latents * latent_dim)])
-        self.gamma = _dense(model_dim)
-        self.beta = _dense(model_dim)
+            self.mapping = keras.Sequential([dense(latent_dim, activation='relu'),
+                                             dense(n_latents * latent_dim)])
+        self.gamma = dense(model_dim)
+        self.beta = dense(model_dim)
 
     def build(self, x_shape, z_shape=None):
         self.components = self.add_weight(
             shape=(self.n_latents, self.latent_dim), initializer=KERNEL_INIT, name='components')
         if self.latents == 'noise':
             self.mapping.build(z_shape)
-        for dense in (self.gamma, self.beta):
-            dense.build(x_shape)
+        for layer in (self.gamma, self.beta):
+            layer.build(x_shape)
 
     def _latent_components(self, z, x):
         """Y, (B, k, latent_dim) in x's dtype."""
@@ -347,9 +450,9 @@ class SelfModulatedLayerNorm(layers.Layer):
         super().__init__(**kwargs)
         self.model_dim = model_dim
         self.epsilon = epsilon
-        self.h = _dense(model_dim)
-        self.gamma = _dense(model_dim)
-        self.beta = _dense(model_dim)
+        self.h = dense(model_dim)
+        self.gamma = dense(model_dim)
+        self.beta = dense(model_dim)
         self.ln = layers.LayerNormalization(epsilon=epsilon, center=False, scale=False)
 
     def build(self, x_shape, z_shape):

@@ -190,7 +190,9 @@ class Run:
         if n == 1:
             self.gan.run_steps(next(batches))
         else:
-            self.gan.run_steps(tf.stack([next(batches) for _ in range(n)]), steps=n)
+            stacked = tf.nest.map_structure(lambda *parts: tf.stack(parts),
+                                            *[next(batches) for _ in range(n)])
+            self.gan.run_steps(stacked, steps=n)
 
     def _compile_step(self, first_call):
         """Runs the first call, which compiles the step, with one line on how long that

@@ -4,6 +4,10 @@
     images, (attn_8, attn_16, attn_32) = g(z, training=False)   # images unbounded, ~[-1, 1]
     logits = Discriminator(img_size=64, ...)(images, training=True)  # (B, 25)
 
+Class-conditional models (n_classes > 0, ours) take (z, labels) and (images, labels),
+labels int32 (B,): G conditions every self-modulated LayerNorm on [z, embed(label)] and D
+adds a projection term to each patch logit (see the classes).
+
 `build_generator(config)` / `build_discriminator(config)` make built models from a
 config dict (config.py). Attribute names follow the authors' checkpoints.
 """
@@ -12,12 +16,14 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from ladaformer import KERNEL_INIT, Ladaformer, PositionalEmbedding, SMLadaformer
+import config as config_lib
+import ladaformer
+from ladaformer import Ladaformer, PositionalEmbedding, SMLadaformer
 
 
 def _conv(filters, kernel_size, **kwargs):
-    return layers.Conv2D(filters, kernel_size, padding=kwargs.pop('padding', 'same'),
-                         kernel_initializer=KERNEL_INIT, **kwargs)
+    return ladaformer.conv2d(filters, kernel_size, padding=kwargs.pop('padding', 'same'),
+                             **kwargs)
 
 
 def _batchnorm(synchronized):
@@ -42,12 +48,30 @@ class Generator(keras.Model):
     and a linear 3x3 conv. Above 32x32 the image comes from a final pixel shuffle
     (patch generation, `dec_dim=False`) or a conv decoder (`dec_dim=[c1, ...]`).
     The output is linear (no tanh), as in the released models.
+
+    n_classes > 0: called on (z, labels). A learned class embedding e(label) of width
+    noise_dim, shared by all blocks as in BigGAN, is concatenated to z; every
+    self-modulated LayerNorm (and GANformer's latents) reads [z, e(label)] instead of z,
+    so one z gives a different image per class. The first Dense reads z alone.
+    spectral_norm: every Dense and conv (not the class embedding) spectrally normalised.
     """
 
     def __init__(self, img_size=64, model_dim=(1024, 256, 64), heads=(4, 4, 4),
                  mlp_dim=(512, 512, 512), dec_dim=False, noise_dim=128, sync_batchnorm=False,
-                 attention='lada', n_latents=16, latent_dim=32, **kwargs):
+                 attention='lada', n_latents=16, latent_dim=32, n_classes=0,
+                 spectral_norm=False, **kwargs):
         super().__init__(**kwargs)
+        self.n_classes, self.spectral_norm = n_classes, spectral_norm
+        with ladaformer.spectral_norm(spectral_norm):
+            self._make_layers(img_size, model_dim, heads, mlp_dim, dec_dim, noise_dim,
+                              sync_batchnorm, attention, n_latents, latent_dim)
+        if n_classes:  # after the authors' layers, whose creation order their checkpoints keep
+            self.class_embedding = layers.Embedding(
+                n_classes, noise_dim, embeddings_initializer=ladaformer.KERNEL_INIT)
+        self.build((None, noise_dim))
+
+    def _make_layers(self, img_size, model_dim, heads, mlp_dim, dec_dim, noise_dim,
+                     sync_batchnorm, attention, n_latents, latent_dim):
         self.img_size = img_size
         self.attention, self.n_latents, self.latent_dim = attention, n_latents, latent_dim
         block_kwargs = {'attention': attention, 'n_latents': n_latents, 'latent_dim': latent_dim}
@@ -59,8 +83,7 @@ class Generator(keras.Model):
         self.noise_dim = noise_dim
         d0, d1, d2 = self.model_dim
         # Creation order = the authors' weight order, which their optimizer slots follow.
-        self.init = keras.Sequential([layers.Dense(64 * d0, use_bias=False,
-                                                   kernel_initializer=KERNEL_INIT)])
+        self.init = keras.Sequential([ladaformer.dense(64 * d0, use_bias=False)])
         self.pos_emb_8 = PositionalEmbedding(64, d0)
         self.block_8 = SMLadaformer(d0, heads[0], mlp_dim[0], **block_kwargs)
         self.conv_8 = _conv(d1, 3)
@@ -78,11 +101,13 @@ class Generator(keras.Model):
                 self.dec.add(layers.LeakyReLU(0.2))
         self.patch_size = 1 if self.dec_dim else img_size // 32
         self.ch_conv = _conv(3, 3)
-        self.build((None, noise_dim))
 
     def build(self, z_shape):
         d0, d1, d2 = self.model_dim
         self.init.build(z_shape)
+        if self.n_classes:
+            self.class_embedding.build((None,))
+            z_shape = (None, 2 * self.noise_dim)  # what the blocks read: [z, e(label)]
         for side, dim, pos, block in ((8, d0, self.pos_emb_8, self.block_8),
                                       (16, d1, self.pos_emb_16, self.block_16),
                                       (32, d2, self.pos_emb_32, self.block_32)):
@@ -97,13 +122,17 @@ class Generator(keras.Model):
         self.ch_conv.build((None, self.img_size, self.img_size, channels))
         self.built = True
 
-    def call(self, z, training=False):
+    def call(self, inputs, training=False):
+        z, labels = _split_labels(inputs, self.n_classes, 'generator', 'noise')
         x = tf.reshape(self.init(z), [-1, 64, self.model_dim[0]])
-        x, attn_8 = self.block_8(self.pos_emb_8(x), z)
+        style = z
+        if self.n_classes:
+            style = tf.concat([z, tf.cast(self.class_embedding(labels), z.dtype)], axis=-1)
+        x, attn_8 = self.block_8(self.pos_emb_8(x), style)
         x = self._upsample_tokens(x, 8, self.conv_8)
-        x, attn_16 = self.block_16(self.pos_emb_16(x), z)
+        x, attn_16 = self.block_16(self.pos_emb_16(x), style)
         x = self._upsample_tokens(x, 16, self.conv_16)
-        x, attn_32 = self.block_32(self.pos_emb_32(x), z)
+        x, attn_32 = self.block_32(self.pos_emb_32(x), style)
         x = _tokens_to_grid(x, 32)
         if self.dec_dim:
             x = self.dec(x, training=training)
@@ -123,7 +152,17 @@ class Generator(keras.Model):
                 'mlp_dim': self.mlp_dim, 'dec_dim': self.dec_dim,
                 'noise_dim': self.noise_dim, 'sync_batchnorm': self.sync_batchnorm,
                 'attention': self.attention, 'n_latents': self.n_latents,
-                'latent_dim': self.latent_dim, 'name': self.name}
+                'latent_dim': self.latent_dim, 'n_classes': self.n_classes,
+                'spectral_norm': self.spectral_norm, 'name': self.name}
+
+
+def _split_labels(inputs, n_classes, net, what):
+    """(x, labels) of a conditional model's input, (x, None) of an unconditional one's."""
+    conditional = isinstance(inputs, (tuple, list))
+    if conditional != bool(n_classes):
+        raise ValueError(f'this {net} is {"" if n_classes else "un"}conditional: call it on '
+                         + (f'({what}, labels)' if n_classes else what))
+    return tuple(inputs) if conditional else (inputs, None)
 
 
 @keras.saving.register_keras_serializable(package='LadaGAN')
@@ -162,12 +201,28 @@ class Discriminator(keras.Model):
 
     Conv stem and down blocks to 16x16, one Ladaformer over the 256 tokens, then
     space-to-depth to 8x8 and a conv head ending in a 4x4 valid conv.
+
+    n_classes > 0: called on (images, labels), projection discriminator (Miyato & Koyama
+    2018) per patch: with h (B, 8, 8, out_dim[1]) the features after the head's 1x1 conv
+    and LeakyReLU, patch logit (i, j) gains <e(label), sum of h over the 4x4 window that
+    the final conv reads for (i, j)>, e a learned class embedding of width out_dim[1].
+    spectral_norm: every Dense, conv and the class embedding spectrally normalised.
     """
 
     def __init__(self, img_size=64, enc_dim=(64, 128, 256), out_dim=(512, 1024),
                  mlp_dim=512, heads=4, sync_batchnorm=False, attention='lada', n_latents=16,
-                 latent_dim=32, **kwargs):
+                 latent_dim=32, n_classes=0, spectral_norm=False, **kwargs):
         super().__init__(**kwargs)
+        self.n_classes, self.spectral_norm = n_classes, spectral_norm
+        with ladaformer.spectral_norm(spectral_norm):
+            self._make_layers(img_size, enc_dim, out_dim, mlp_dim, heads, sync_batchnorm,
+                              attention, n_latents, latent_dim)
+            if n_classes:
+                self.class_embedding = ladaformer.embedding(n_classes, out_dim[1])
+        self.build((None, img_size, img_size, 3))
+
+    def _make_layers(self, img_size, enc_dim, out_dim, mlp_dim, heads, sync_batchnorm,
+                     attention, n_latents, latent_dim):
         self.img_size = img_size
         self.attention, self.n_latents, self.latent_dim = attention, n_latents, latent_dim
         self.sync_batchnorm = sync_batchnorm
@@ -188,7 +243,6 @@ class Discriminator(keras.Model):
         self.down_4 = keras.Sequential([
             _conv(out_dim[1], 1, use_bias=False, padding='valid'), layers.LeakyReLU(0.2),
             _conv(1, 4, use_bias=False, padding='valid')])
-        self.build((None, img_size, img_size, 3))
 
     def build(self, x_shape):
         self.inp_conv.build(x_shape)
@@ -200,22 +254,37 @@ class Discriminator(keras.Model):
         self.block_8.build((None, 256, channels))
         self.conv_4.build((None, 8, 8, 4 * channels))
         self.down_4.build((None, 8, 8, self.out_dim[0]))
+        if self.n_classes:
+            self.class_embedding.build((None,))
         self.built = True
 
-    def call(self, images, training=False):
+    def call(self, inputs, training=False):
+        images, labels = _split_labels(inputs, self.n_classes, 'discriminator', 'images')
         x = self.inp_conv(images)
         for block in self.encoder:
             x = block(x, training=training)
         x, _ = self.block_8(self.pos_emb_8(_grid_to_tokens(x)))
         x = tf.nn.space_to_depth(_tokens_to_grid(x, 16), 2)
-        x = self.down_4(self.conv_4(x))
-        return tf.cast(tf.reshape(x, [-1, 25]), tf.float32)
+        conv_1x1, activation, conv_4x4 = self.down_4.layers
+        features = activation(conv_1x1(self.conv_4(x)))
+        logits = conv_4x4(features)[..., 0]  # (B, 5, 5)
+        if self.n_classes:
+            logits += self._projection(features, labels)
+        return tf.cast(tf.reshape(logits, [-1, 25]), tf.float32)
+
+    def _projection(self, features, labels):
+        """<e(label), h summed over each patch logit's 4x4 window>, (B, 5, 5)."""
+        window_sums = 16 * tf.nn.avg_pool2d(features, 4, 1, 'VALID')
+        embedded = tf.cast(self.class_embedding(labels), window_sums.dtype)
+        return tf.einsum('bijc,bc->bij', window_sums, embedded)
 
     def get_config(self):
         return {'img_size': self.img_size, 'enc_dim': self.enc_dim, 'out_dim': self.out_dim,
                 'mlp_dim': self.mlp_dim, 'heads': self.heads,
                 'sync_batchnorm': self.sync_batchnorm, 'attention': self.attention,
-                'n_latents': self.n_latents, 'latent_dim': self.latent_dim, 'name': self.name}
+                'n_latents': self.n_latents, 'latent_dim': self.latent_dim,
+                'n_classes': self.n_classes, 'spectral_norm': self.spectral_norm,
+                'name': self.name}
 
 
 def build_generator(config, name='generator', sync_batchnorm=False):
@@ -223,7 +292,9 @@ def build_generator(config, name='generator', sync_batchnorm=False):
                      heads=config['g_heads'], mlp_dim=config['g_mlp'],
                      dec_dim=config['dec_dim'], noise_dim=config['noise_dim'],
                      sync_batchnorm=sync_batchnorm, attention=config['g_attention'],
-                     n_latents=config['n_latents'], latent_dim=config['latent_dim'], name=name)
+                     n_latents=config['n_latents'], latent_dim=config['latent_dim'],
+                     n_classes=config['n_classes'],
+                     spectral_norm=config_lib.spectral_norm_in(config, 'g'), name=name)
 
 
 def build_discriminator(config, name='discriminator', sync_batchnorm=False):
@@ -231,7 +302,8 @@ def build_discriminator(config, name='discriminator', sync_batchnorm=False):
                          out_dim=config['d_out_dim'], mlp_dim=config['d_mlp'],
                          heads=config['d_heads'], sync_batchnorm=sync_batchnorm,
                          attention=config['d_attention'], n_latents=config['n_latents'],
-                         latent_dim=config['latent_dim'], name=name)
+                         latent_dim=config['latent_dim'], n_classes=config['n_classes'],
+                         spectral_norm=config_lib.spectral_norm_in(config, 'd'), name=name)
 
 
 # ---------------------------------------------------------------------------------------

@@ -26,6 +26,16 @@ def sample_noise(n, noise_dim, seed, truncation=1.0):
     return (z * float(truncation)).numpy()
 
 
+def sample_labels(n, class_counts, seed):
+    """(n,) int32 labels drawn with the frequencies of class_counts (a class with no
+    images is never drawn); the same seed gives the same labels."""
+    counts = np.asarray(class_counts, np.float64)
+    if counts.ndim != 1 or not len(counts) or counts.min() < 0 or counts.sum() <= 0:
+        raise ValueError(f'class_counts must be counts >= 0 with a positive sum, got {class_counts}')
+    rng = np.random.default_rng([int(seed), 1])
+    return rng.choice(len(counts), size=int(n), p=counts / counts.sum()).astype(np.int32)
+
+
 def slerp(z0, z1, t):
     """Spherical interpolation from z0 (t=0) to z1 (t=1); t: scalar or 1-D -> (len(t), d).
 
@@ -61,17 +71,28 @@ class Sampler:
     """Runs a generator on fixed-size batches through one compiled function per output kind.
 
     The last batch is padded to batch_size, so a run compiles one XLA program however
-    many images it makes. jit_compile=False runs the plain graph instead.
+    many images it makes. jit_compile=False runs the plain graph instead. A conditional
+    generator (n_classes > 0) needs the labels (N,) of the images beside the noise.
     """
 
     def __init__(self, generator, batch_size=50, jit_compile=True):
         self.generator = generator
         self.batch_size = int(batch_size)
-        call = lambda z: generator(z, training=False)  # noqa: E731
-        self._images = tf.function(lambda z: call(z)[0], jit_compile=jit_compile)
+        self.conditional = bool(getattr(generator, 'n_classes', 0))
+        call = lambda inputs: generator(inputs, training=False)  # noqa: E731
+        self._images = tf.function(lambda inputs: call(inputs)[0], jit_compile=jit_compile)
         self._with_attention = tf.function(call, jit_compile=jit_compile)
 
-    def batches(self, noise, attention=False, progress=True):
+    def _inputs(self, z, labels, start, batch):
+        """The generator's input for noise[start:start + batch], padded to batch."""
+        z = z[start:start + batch]
+        pad = batch - len(z)
+        z = tf.constant(np.pad(z, [(0, pad), (0, 0)]))
+        if not self.conditional:
+            return z
+        return z, tf.constant(np.pad(labels[start:start + batch], [(0, pad)]))
+
+    def batches(self, noise, attention=False, progress=True, labels=None):
         """Yields (start, images, attention) per batch of noise (N, noise_dim), as numpy.
 
         images: float32 (b, S, S, 3); attention: [attn_8, attn_16, attn_32], each
@@ -80,28 +101,40 @@ class Sampler:
         from tqdm import tqdm
         noise = np.asarray(noise, np.float32)
         n = len(noise)
+        labels = self._check_labels(labels, n)
         batch = max(1, min(self.batch_size, n))
         n_batches = math.ceil(n / batch)
         bar = tqdm(total=n, unit='img', desc='sampling', leave=False,
                    disable=True if (n_batches < 2 or not progress) else None)
         with bar:
             for start in range(0, n, batch):
-                z = noise[start:start + batch]
-                size = len(z)
-                if size < batch:
-                    z = np.concatenate([z, np.zeros((batch - size, z.shape[1]), np.float32)])
+                inputs = self._inputs(noise, labels, start, batch)
+                size = min(batch, n - start)
                 if attention:
-                    images, maps = self._with_attention(tf.constant(z))
+                    images, maps = self._with_attention(inputs)
                     maps = [m.numpy()[:size] for m in maps]
                 else:
-                    images, maps = self._images(tf.constant(z)), None
+                    images, maps = self._images(inputs), None
                 yield start, images.numpy()[:size], maps
                 bar.update(size)
 
-    def __call__(self, noise, attention=False, progress=True):
+    def _check_labels(self, labels, n):
+        if not self.conditional:
+            if labels is not None:
+                raise ValueError('labels given for an unconditional generator')
+            return None
+        if labels is None:
+            raise ValueError('this generator is class-conditional: give the labels too')
+        labels = np.asarray(labels, np.int32).reshape(-1)
+        n_classes = self.generator.n_classes
+        if len(labels) != n or labels.min(initial=0) < 0 or labels.max(initial=0) >= n_classes:
+            raise ValueError(f'labels must be {n} class indices in [0, {n_classes})')
+        return labels
+
+    def __call__(self, noise, attention=False, progress=True, labels=None):
         """All images (N, S, S, 3) float32, and the attention maps (or None)."""
         images, maps = [], []
-        for _, batch_images, batch_maps in self.batches(noise, attention, progress):
+        for _, batch_images, batch_maps in self.batches(noise, attention, progress, labels):
             images.append(batch_images)
             maps.append(batch_maps)
         images = np.concatenate(images)
@@ -113,8 +146,10 @@ class Sampler:
 _SAMPLERS = weakref.WeakKeyDictionary()  # generator -> {(batch_size, jit): Sampler}
 
 
-def generate(generator, noise, batch_size=50, attention=False, jit_compile=True):
-    """Images (N, S, S, 3) float32 in about [-1, 1] (and attention maps, or None) for noise.
+def generate(generator, noise, batch_size=50, attention=False, jit_compile=True,
+             labels=None):
+    """Images (N, S, S, 3) float32 in about [-1, 1] (and attention maps, or None) for noise
+    (and, for a conditional generator, labels).
 
     The compiled sampler is kept per generator, so later calls with the same batch size
     do not compile again.
@@ -123,7 +158,7 @@ def generate(generator, noise, batch_size=50, attention=False, jit_compile=True)
     key = (int(batch_size), bool(jit_compile))
     if key not in samplers:
         samplers[key] = Sampler(generator, batch_size, jit_compile)
-    return samplers[key](noise, attention)
+    return samplers[key](noise, attention, labels=labels)
 
 
 class FakeSampler:
@@ -152,23 +187,25 @@ class FakeSampler:
     def _compile(self):
         # One batch on the first use: compiles, or falls back when XLA cannot.
         z = np.zeros((self.batch_size, self.noise_dim), np.float32)
+        labels = np.zeros(self.batch_size, np.int32) if self._sampler.conditional else None
         try:
-            next(self._sampler.batches(z, progress=False))
+            next(self._sampler.batches(z, progress=False, labels=labels))
         except Exception as e:
             if not self.jit_compile:
                 raise
             warnings.warn(f'XLA cannot compile the generator ({type(e).__name__}); '
                           'sampling without XLA', RuntimeWarning)
             self._sampler = Sampler(self.generator, self.batch_size, False)
-            next(self._sampler.batches(z, progress=False))
+            next(self._sampler.batches(z, progress=False, labels=labels))
         self._ready = True
 
-    def batches(self, n, seed=None):
+    def batches(self, n, seed=None, labels=None):
         """Yield uint8 (<= batch_size, S, S, 3) batches of n images; noise from
         np.random.default_rng(seed).standard_normal((n, noise_dim)) (seed None: fresh
-        noise every call)."""
+        noise every call); labels (n,): the classes, for a conditional generator."""
         if not self._ready:
             self._compile()
         noise = np.random.default_rng(seed).standard_normal((n, self.noise_dim))
-        for _, images, _ in self._sampler.batches(noise.astype(np.float32), progress=False):
+        for _, images, _ in self._sampler.batches(noise.astype(np.float32), progress=False,
+                                                  labels=labels):
             yield utils.to_uint8(images)

@@ -6,6 +6,9 @@
     gan.run_steps(stacked, steps=4)             # 4 steps in one compiled call, no sync
     means, n = gan.read_metrics()               # device-side means since the last read
 
+Class-conditional (config n_classes > 0): batches are (images, labels) and the noise of
+each update is (z, fake labels), the labels drawn with the dataset's class frequencies.
+
 The step follows the authors' order exactly (SPEC §5). train.py runs the loop around it.
 """
 import contextlib
@@ -51,18 +54,29 @@ def hinge_g_loss(fake_logits):
 LOSSES = {'nsl': (nsl_d_loss, nsl_g_loss), 'hinge': (hinge_d_loss, hinge_g_loss)}
 
 
-def r1_penalty(discriminator, images, gp_weight):
+def r1_penalty(discriminator, images, gp_weight, labels=None):
     """(logits, gp_weight * mean_b sum_pixels (d sum_25 D(x) / dx)^2) with BN in training mode.
 
-    No 1/2 factor: the authors' weight 1e-4 is gamma/2 in StyleGAN's convention.
+    No 1/2 factor: the authors' weight 1e-4 is gamma/2 in StyleGAN's convention. A
+    conditional D reads the images' labels; the gradient is the images' alone.
     """
     with tf.GradientTape() as tape:
         tape.watch(images)
-        logits = discriminator(images, training=True)
+        logits = discriminator(_with_labels(images, labels), training=True)
         summed = tf.reduce_sum(logits)
     grads = tape.gradient(summed, images)
     grads = tf.reshape(tf.cast(grads, tf.float32), [tf.shape(images)[0], -1])
     return logits, gp_weight * tf.reduce_mean(tf.reduce_sum(tf.square(grads), axis=1))
+
+
+def _with_labels(images, labels):
+    """A network's input: the images, or (images, labels) for a conditional one."""
+    return images if labels is None else (images, labels)
+
+
+def _images_and_labels(batch):
+    """(images, labels) of a batch; labels None for unconditional data."""
+    return tuple(batch) if isinstance(batch, (tuple, list)) else (batch, None)
 
 
 def consistency_loss(logits, augmented_logits):
@@ -92,6 +106,25 @@ def make_adam(lr, beta1, beta2):
     return keras.optimizers.Adam(learning_rate=lr, beta_1=beta1, beta_2=beta2, epsilon=1e-7)
 
 
+def _class_logits(n_classes, class_counts):
+    """Log class frequencies for drawing the G's labels; None when unconditional."""
+    if not n_classes:
+        return None
+    counts = tf.ones([n_classes]) if class_counts is None else tf.constant(
+        class_counts, tf.float32)
+    if counts.shape != [n_classes]:
+        raise config_lib.ConfigError(
+            f'class_counts has {counts.shape[0]} entries for n_classes={n_classes}')
+    return tf.math.log(counts)
+
+
+def _split(batch, n):
+    """n micro-batches of a batch: a tensor or an (images, labels) pair."""
+    if isinstance(batch, tuple):
+        return list(zip(*(tf.split(t, n) for t in batch)))
+    return tf.split(batch, n)
+
+
 class LadaGAN:
     """Generator, EMA generator, discriminator, their optimizers and the train step.
 
@@ -100,7 +133,7 @@ class LadaGAN:
     """
 
     def __init__(self, config, jit_compile=True, strategy=None, precision='fp32',
-                 grad_accum=1):
+                 grad_accum=1, class_counts=None):
         """jit_compile=False runs the step as a plain TF graph (faster to compile; on some
         CPUs faster to run); the results agree to float rounding.
 
@@ -114,8 +147,12 @@ class LadaGAN:
 
         grad_accum: K micro-batches per update, giving the update of a K-times larger
         batch; BatchNorm in D then sees micro-batch statistics.
+
+        class_counts: images per class of a conditional model's data (n_classes values);
+        the G's labels are drawn with these frequencies (default: uniform).
         """
         self.config = config_lib.validate(dict(config))
+        self.class_logits = _class_logits(self.config['n_classes'], class_counts)
         self.jit_compile = jit_compile
         self.strategy = strategy or tf.distribute.get_strategy()
         self.n_replicas = self.strategy.num_replicas_in_sync
@@ -178,9 +215,18 @@ class LadaGAN:
 
     # --- training -------------------------------------------------------------------------
     def sample_noise(self, shape):
-        """z of shape [*shape, noise_dim]; shape is a batch size or a list of sizes."""
+        """G's input for a batch: z of shape [*shape, noise_dim], and for a conditional
+        model the labels [*shape] drawn with the class frequencies; shape is a batch size
+        or a list of sizes."""
         shape = list(shape) if isinstance(shape, (list, tuple)) else [shape]
-        return self.noise_rng.normal(shape + [self.config['noise_dim']])
+        z = self.noise_rng.normal(shape + [self.config['noise_dim']])
+        if self.class_logits is None:
+            return z
+        n = int(tf.reduce_prod(shape))
+        seed = self.noise_rng.make_seeds(1)[:, 0]
+        labels = tf.random.stateless_categorical(self.class_logits[None], n, seed,
+                                                 dtype=tf.int32)
+        return z, tf.reshape(labels, shape)
 
     def train_step(self, images, noise_d=None, noise_g=None, augment=True):
         """One D update then one G update and the EMA; returns the metrics as floats.
@@ -206,10 +252,11 @@ class LadaGAN:
             raise config_lib.ConfigError(
                 f'{steps} steps per call need one device; {self.n_replicas} replicas run '
                 'one step per call')
-        if isinstance(images, tf.distribute.DistributedValues):
+        first = tf.nest.flatten(images)[0]
+        if isinstance(first, tf.distribute.DistributedValues):
             batch = self.config['batch_size']
         else:
-            batch = images.shape[1] if steps > 1 else len(images)
+            batch = first.shape[1] if steps > 1 else len(first)
         shape = [steps, batch] if steps > 1 else [batch]
         noise_d = self.sample_noise(shape) if noise_d is None else noise_d
         noise_g = self.sample_noise(shape) if noise_g is None else noise_g
@@ -228,10 +275,14 @@ class LadaGAN:
         return means, count
 
     def _per_replica(self, x):
-        """Splits a global batch over the replicas (each replica takes its slice)."""
+        """Splits a global batch (or an (x, labels) pair) over the replicas (each replica
+        takes its slice)."""
+        if isinstance(x, (tuple, list)):
+            return tuple(self._per_replica(part) for part in x)
         if isinstance(x, tf.distribute.DistributedValues):
             return x
-        x = tf.convert_to_tensor(x, tf.float32)
+        x = tf.convert_to_tensor(x)
+        x = x if x.dtype.is_integer else tf.cast(x, tf.float32)
         if self.n_replicas == 1:
             return x
         size = x.shape[0] // self.n_replicas
@@ -289,7 +340,8 @@ class LadaGAN:
     def _loop(self, one_step, images, noise_d, noise_g, steps):
         """A graph loop of `steps` steps over stacked batches: one call from Python."""
         def body(i):
-            one_step(images[i], noise_d[i], noise_g[i])
+            one_step(*(tf.nest.map_structure(lambda t: t[i], x)
+                       for x in (images, noise_d, noise_g)))
             return (i + 1,)
         tf.while_loop(lambda i: i < steps, body, (tf.constant(0),), parallel_iterations=1,
                       maximum_iterations=steps)
@@ -324,9 +376,10 @@ class LadaGAN:
     def _accumulated_update(self, grads_fn, net, optimizer, batches, augment):
         """Sums the gradients of grad_accum micro-batches, then applies them once."""
         total, metrics = None, []
-        for micro in zip(*(tf.split(b, self.grad_accum) for b in batches)):
+        for micro in zip(*(_split(b, self.grad_accum) for b in batches)):
             grads, micro_metrics = grads_fn(*micro, augment, optimizer)
-            total = grads if total is None else [t + g for t, g in zip(total, grads)]
+            total = grads if total is None else [  # dense: embeddings' grads are sparse
+                tf.convert_to_tensor(t) + tf.convert_to_tensor(g) for t, g in zip(total, grads)]
             metrics.append(micro_metrics)
         optimizer.apply_gradients(zip(total, net.trainable_weights))
         return {name: tf.add_n([m[name] for m in metrics]) / self.grad_accum
@@ -338,27 +391,33 @@ class LadaGAN:
         loss = loss / (self.n_replicas * self.grad_accum)
         return optimizer.scale_loss(loss) if self.precision == 'fp16' else loss
 
-    def _discriminator_grads(self, real_images, noise, augment, optimizer, r1_scale=1):
-        """r1_scale multiplies gp_weight; 0 skips R1's double backprop altogether."""
+    def _discriminator_grads(self, real_batch, noise, augment, optimizer, r1_scale=1):
+        """r1_scale multiplies gp_weight; 0 skips R1's double backprop altogether.
+        Labels (conditional) stay with their images through augmentation and bCR."""
         c = self.config
+        real_images, real_labels = _images_and_labels(real_batch)
+        fake_labels = _images_and_labels(noise)[1]
         fake_images, _ = self.generator(noise, training=True)
-        r1 = lambda images: self._r1(images, r1_scale)
+        r1 = lambda images: self._r1(images, real_labels, r1_scale)
+        d = lambda images, labels: self.discriminator(_with_labels(images, labels),
+                                                      training=True)
         with tf.GradientTape() as tape:
             if c['bcr']:
                 # Adversarial loss and R1 on clean images; augmentation only for bCR pairs.
-                fake_logits = self.discriminator(fake_images, training=True)
+                fake_logits = d(fake_images, fake_labels)
                 real_logits, gp = r1(real_images)
                 pairs = tf.stop_gradient(tf.concat(
                     [self._augment(real_images, augment),
                      self._augment(fake_images, augment)], axis=0))
-                real_aug_logits, fake_aug_logits = tf.split(
-                    self.discriminator(pairs, training=True), 2, axis=0)
+                pair_labels = (None if real_labels is None
+                               else tf.concat([real_labels, fake_labels], axis=0))
+                real_aug_logits, fake_aug_logits = tf.split(d(pairs, pair_labels), 2, axis=0)
                 cr = c['cr_weight'] * (consistency_loss(real_logits, real_aug_logits)
                                        + consistency_loss(fake_logits, fake_aug_logits))
             else:
                 fake_aug = self._augment(fake_images, augment)
                 real_aug = self._augment(real_images, augment)
-                fake_logits = self.discriminator(fake_aug, training=True)
+                fake_logits = d(fake_aug, fake_labels)
                 real_logits, gp = r1(real_aug)
                 cr = tf.constant(0.0)
             d_loss = self.d_loss_fn(real_logits, fake_logits)
@@ -368,17 +427,21 @@ class LadaGAN:
         return grads, {'d_loss': d_loss, 'gp': gp, 'd_total': d_total, 'cr': cr,
                        'real_acc': tf.reduce_mean(real_logits)}
 
-    def _r1(self, images, scale):
-        if scale == 0:
-            return self.discriminator(images, training=True), tf.constant(0.0)
-        return r1_penalty(self.discriminator, images, self.config['gp_weight'] * scale)
+    def _r1(self, images, labels, scale):
+        weight = self.config['gp_weight'] * scale
+        if weight == 0:  # lazy R1's skipped steps, or no R1 at all (gp_weight 0)
+            return self.discriminator(_with_labels(images, labels), training=True), \
+                tf.constant(0.0)
+        return r1_penalty(self.discriminator, images, weight, labels)
 
     def _generator_grads(self, noise, augment, optimizer):
         with tf.GradientTape() as tape:
             fake_images, _ = self.generator(noise, training=True)
             if not self.config['bcr']:
                 fake_images = self._augment(fake_images, augment)
-            fake_logits = self.discriminator(fake_images, training=True)
+            fake_labels = _images_and_labels(noise)[1]
+            fake_logits = self.discriminator(_with_labels(fake_images, fake_labels),
+                                             training=True)
             g_loss = self.g_loss_fn(fake_logits)
             scaled = self._scaled(g_loss, optimizer)
         grads = tape.gradient(scaled, self.generator.trainable_weights)
