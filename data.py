@@ -3,6 +3,7 @@ pipeline, and the embedded dataset of generated shapes.
 """
 import collections
 import concurrent.futures
+import csv
 import glob
 import io
 import json
@@ -74,6 +75,151 @@ def list_image_files(file_pattern):
         warnings.warn(f"Leaving out {len(unsupported)} images in formats TensorFlow cannot decode "
                       f"(e.g. {unsupported[0]}); {convert}.", DataWarning, stacklevel=2)
     return images
+
+
+class Labels(typing.NamedTuple):
+    """read_labels' result: class names (index = label), image files, a label per file."""
+    names: list   # sorted class names; label i is names[i]
+    files: list   # sorted image files, as list_image_files lists them
+    labels: list  # int label of each file
+
+
+# Header rows a labels CSV may start with (compared lower-cased, spaces stripped).
+_CSV_HEADERS = {(path, label) for path in ('path', 'file') for label in ('class', 'label')}
+
+
+def read_labels(file_pattern, labels_file=None):
+    """Class labels of the images: a Labels (names, files, labels).
+
+    Without labels_file, file_pattern is a directory with one subfolder per class (the
+    torchvision ImageFolder layout): an image's class is the name of its first-level
+    subfolder, at any depth inside it. Images directly in the directory and class folders
+    without images raise DataError (ImageFolder would drop the former in silence).
+    With labels_file: a CSV of 'relative/path.png,class_name' rows (an optional header
+    'path,class' or 'file,label') or a JSON object {relative path: class name}, chosen by
+    extension; paths are relative to the labels file's folder (or absolute) and must be
+    among the images file_pattern (a directory or a glob) lists; listed images without
+    an entry are left out with a DataWarning.
+    """
+    if labels_file is None:
+        return _folder_labels(file_pattern)
+    labels_file = os.path.expanduser(os.fspath(labels_file))
+    entries = _read_labels_file(labels_file)
+    base = os.path.dirname(os.path.abspath(labels_file))
+    classes = {}  # absolute path -> (class name, the path as written)
+    for path, name in entries:
+        full = os.path.abspath(os.path.join(base, os.path.expanduser(path)))
+        if full in classes and classes[full][0] != name:
+            raise DataError(f"Labels file '{labels_file}' gives '{path}' two classes "
+                            f"('{classes[full][0]}' and '{name}'): keep one entry per image.")
+        classes[full] = (name, path)
+    files = list_image_files(file_pattern)
+    listed = {os.path.abspath(f) for f in files}
+    unknown = [(path, full) for full, (_, path) in classes.items() if full not in listed]
+    if unknown:
+        raise DataError(f"{len(unknown)} paths in labels file '{labels_file}' are not among the "
+                        f"images of '{file_pattern}' (e.g. '{unknown[0][0]}', looked for "
+                        f"'{unknown[0][1]}'): check that paths are relative to the labels "
+                        f"file's folder '{base}'.")
+    missing = [f for f in files if os.path.abspath(f) not in classes]
+    if missing:
+        # A partial labels file (e.g. a labelled subset) is legitimate: warn, not refuse.
+        warnings.warn(f"Leaving out {len(missing)} of {len(files)} images that have no entry "
+                      f"in labels file '{labels_file}' (e.g. {missing[0]}).", DataWarning,
+                      stacklevel=2)
+    files = [f for f in files if os.path.abspath(f) in classes]
+    file_classes = [classes[os.path.abspath(f)][0] for f in files]
+    names = sorted(set(file_classes))
+    index = {name: i for i, name in enumerate(names)}
+    return Labels(names, files, [index[c] for c in file_classes])
+
+
+def _folder_labels(directory):
+    """Labels from the first-level subfolders of a directory (ImageFolder layout)."""
+    root = os.path.expanduser(os.fspath(directory))
+    if not os.path.isdir(root):
+        raise DataError(f"'{directory}' is not a directory: class labels come from its "
+                        f"subfolders (one per class); give that folder, or a labels file.")
+    files = list_image_files(root)
+    parts = [os.path.relpath(f, root).split(os.sep) for f in files]
+    classes = [p[0] for p in parts]
+    loose = [f for f, p in zip(files, parts) if len(p) == 1]
+    if loose:
+        raise DataError(f"{len(loose)} images lie directly in '{directory}', not in a class "
+                        f"subfolder (e.g. {loose[0]}): move them into a class folder, or give "
+                        f"a labels file.")
+    names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    empty = sorted(set(names) - set(classes))
+    if empty:
+        more = f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''
+        raise DataError(f"Class folder '{os.path.join(root, empty[0])}'{more} holds no image: "
+                        f"remove it or add images.")
+    index = {name: i for i, name in enumerate(names)}
+    return Labels(names, files, [index[c] for c in classes])
+
+
+def _read_labels_file(path):
+    """[(path as written, class name)] from a labels CSV or JSON file."""
+    kind = os.path.splitext(path)[1].lower()
+    if kind not in ('.csv', '.json'):
+        raise DataError(f"Labels file '{path}' must end in .csv or .json (rows 'path,class' "
+                        f"or an object {{path: class}}), not '{kind or 'no extension'}'.")
+    try:
+        # utf-8-sig: spreadsheet programs often start a CSV with a byte-order mark.
+        with open(path, encoding='utf-8-sig', newline='') as f:
+            entries = _read_csv(path, f) if kind == '.csv' else _read_json(path, f)
+    except OSError as e:
+        raise DataError(f"Cannot read labels file '{path}': {e.strerror}.") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"Labels file '{path}' is not UTF-8 text ({e.reason} at byte "
+                        f"{e.start}): save it as UTF-8.") from None
+    if not entries:
+        raise DataError(f"Labels file '{path}' has no entries: add a 'path,class' row (CSV) "
+                        f"or a \"path\": \"class\" pair (JSON) per image.")
+    return entries
+
+
+def _read_csv(path, f):
+    entries = []
+    reader = csv.reader(f, strict=True)  # an unterminated quote is an error, not a field
+    try:
+        for row in reader:
+            fields = [field.strip() for field in row]
+            if not any(fields):
+                continue  # blank line
+            if not entries and tuple(x.lower() for x in fields) in _CSV_HEADERS:
+                continue
+            if len(fields) != 2 or not all(fields):
+                raise DataError(f"Labels file '{path}', line {reader.line_num}: expected 2 "
+                                f"non-empty fields 'path,class', got {row}: fix that row.")
+            entries.append(tuple(fields))
+    except csv.Error as e:
+        raise DataError(f"Labels file '{path}', line {reader.line_num}: not valid CSV ({e}): "
+                        f"fix that row.") from None
+    return entries
+
+
+class _JsonPairs(list):
+    """A JSON object's (key, value) pairs, told apart from a JSON array."""
+
+
+def _read_json(path, f):
+    try:
+        # Pairs, not a dict: json.load would keep only the last of two equal keys.
+        pairs = json.load(f, object_pairs_hook=_JsonPairs)
+    except json.JSONDecodeError as e:
+        raise DataError(f"Labels file '{path}' is not valid JSON (line {e.lineno}: {e.msg}): "
+                        f"it must be an object {{\"relative/path.png\": \"class\"}}.") from None
+    if not isinstance(pairs, _JsonPairs):
+        kind = {list: 'an array', str: 'a string', int: 'a number', float: 'a number',
+                bool: 'a boolean'}.get(type(pairs), 'null')
+        raise DataError(f"Labels file '{path}' must hold a JSON object {{\"relative/path.png\": "
+                        f"\"class\"}}, not {kind}.")
+    for key, value in pairs:
+        if not isinstance(value, str) or not value:
+            raise DataError(f"Labels file '{path}': the class of '{key}' is {value!r}, not a "
+                            f"non-empty string: write class names in quotes.")
+    return pairs
 
 
 class ImageInfo(typing.NamedTuple):
@@ -411,27 +557,64 @@ def _resize_square(image, img_size, antialias):
     return tf.ensure_shape(image, [img_size, img_size, 3])
 
 
-def _usable_images(file_pattern_or_files):
-    """A glob, a directory or a list of files -> the ImageScan of check_images."""
+def _usable_images(file_pattern_or_files, labels=None):
+    """A glob, a directory or a list of files -> the ImageScan of check_images; with labels
+    (aligned with the listed files), also the labels of the usable files."""
     if isinstance(file_pattern_or_files, (str, os.PathLike)):
         files = list_image_files(file_pattern_or_files)
     else:
         files = [os.fspath(f) for f in file_pattern_or_files]
         if not files:
             raise DataError('The list of image files is empty: pass at least one file.')
-    return scan_images(files)
+    if labels is not None and len(labels) != len(files):
+        raise DataError(f'{len(labels)} labels for {len(files)} image files: give one label '
+                        f'per file, in the same order (see read_labels).')
+    scan = scan_images(files)
+    if labels is None:
+        return scan
+    # Whether a file is usable depends only on its path, so this keeps each label with its
+    # file also when a path is listed twice.
+    bad = {f for f, _ in scan.bad}
+    return scan, [label for f, label in zip(files, labels) if f not in bad]
 
 
-def _file_dataset(scan):
-    """(path, EXIF orientation) pairs of the usable files."""
+def _checked_labels(labels, n_classes, class_names):
+    """labels as int32 and the number of classes, or DataError."""
+    values = np.asarray(labels)
+    if values.ndim != 1 or not (values.size == 0 or np.issubdtype(values.dtype, np.integer)):
+        raise DataError(f'labels must be a list of ints (class indices), got {values.dtype} '
+                        f'values of shape {values.shape}: see read_labels.')
+    if class_names is not None:
+        if n_classes is not None and n_classes != len(class_names):
+            raise DataError(f'n_classes={n_classes} but {len(class_names)} class_names: '
+                            f'give one name per class.')
+        n_classes = len(class_names)
+    if values.size and values.min() < 0:
+        raise DataError(f'labels must be >= 0, got {values.min()}: use class indices.')
+    top = int(values.max()) + 1 if values.size else 0
+    if n_classes is None:
+        n_classes = top
+    elif top > n_classes:
+        raise DataError(f'label {top - 1} is out of range for n_classes={n_classes}: labels '
+                        f'must be 0 to {n_classes - 1}.')
+    return values.astype(np.int32), int(n_classes)
+
+
+def _file_dataset(scan, labels=None):
+    """(path, EXIF orientation) pairs of the usable files; with labels, triples."""
     orientations = np.array([info.orientation for info in scan.infos], np.int32)
-    return tf.data.Dataset.from_tensor_slices((scan.files, orientations))
+    if labels is None:
+        return tf.data.Dataset.from_tensor_slices((scan.files, orientations))
+    return tf.data.Dataset.from_tensor_slices((scan.files, orientations,
+                                               np.asarray(labels, np.int32)))
 
 
 def make_dataset(file_pattern_or_files, img_size, batch_size, antialias=False, seed=None,
-                 shuffle=True, repeat=True, cache=None, crop='none'):
-    """Training images as a tf.data pipeline; `dataset.n_files` is the number of files used
-    and `dataset.summary` one line about them (see `summarize`).
+                 shuffle=True, repeat=True, cache=None, crop='none', labels=None,
+                 n_classes=None, class_names=None):
+    """Training images as a tf.data pipeline; `dataset.n_files` is the number of files used,
+    `dataset.class_counts` the images per class (None without labels) and
+    `dataset.summary` one line about them (see `summarize`).
 
     Batches are float32 (batch_size, img_size, img_size, 3) in [-1, 1], always full
     (drop_remainder), decoded by `decode_image` (EXIF orientation applied, crop 'none' or
@@ -439,9 +622,21 @@ def make_dataset(file_pattern_or_files, img_size, batch_size, antialias=False, s
     undecodable ones are skipped (see check_images). shuffle: a new order every epoch over
     all files. seed: a reproducible order (and deterministic parallel decoding). cache:
     keep decoded images in memory; None = when they fit in CACHE_LIMIT_BYTES.
+    labels: an int class index per file (aligned with the list, or with the listing of a
+    glob or directory; see read_labels); batches are then (images, labels), labels int32
+    (batch_size,), each label travelling with its image. n_classes: the number of classes
+    (default max label + 1), so that a class whose files were all skipped counts 0;
+    class_names: their names, for the summary (they also set n_classes).
+    class_counts counts the files left after the header check; a file that fails only
+    while decoding (ignore_errors) is still counted.
     """
     _check_crop(crop)
-    scan = _usable_images(file_pattern_or_files)
+    if labels is None:
+        scan, class_counts = _usable_images(file_pattern_or_files), None
+    else:
+        labels, n_classes = _checked_labels(labels, n_classes, class_names)
+        scan, labels = _usable_images(file_pattern_or_files, labels)
+        class_counts = np.bincount(np.asarray(labels, np.int64), minlength=n_classes).tolist()
     n = len(scan.files)
     if n < batch_size:
         raise DataError(f'Only {n} usable image files, fewer than one batch '
@@ -449,12 +644,15 @@ def make_dataset(file_pattern_or_files, img_size, batch_size, antialias=False, s
                         f'or add images.')
     if cache is None:
         cache = n * img_size * img_size * 3 * 4 < CACHE_LIMIT_BYTES
-    ds = _file_dataset(scan)
+    ds = _file_dataset(scan, labels)
     if shuffle and not cache:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda path, orientation: decode_image(path, img_size, antialias, crop,
-                                                       orientation),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None)
+    decode = lambda path, orientation: decode_image(path, img_size, antialias, crop, orientation)
+    if labels is None:
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None)
+    else:  # the label is part of the element, so skipping and shuffling keep it with its image
+        ds = ds.map(lambda path, orientation, label: (decode(path, orientation), label),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=seed is not None)
     # Backstop for damage check_images cannot see: skip the file (TF logs a warning)
     # instead of stopping a long training run.
     ds = ds.ignore_errors(log_warning=True)
@@ -467,7 +665,8 @@ def make_dataset(file_pattern_or_files, img_size, batch_size, antialias=False, s
     ds = ds.batch(batch_size, drop_remainder=True)  # fixed shapes for the XLA train step
     ds = ds.prefetch(tf.data.AUTOTUNE)
     ds.n_files = n  # plain attributes: gone after further transformations
-    ds.summary = summarize(scan, img_size, crop, antialias, cache)
+    ds.class_counts = class_counts
+    ds.summary = summarize(scan, img_size, crop, antialias, cache, class_counts, class_names)
     return ds
 
 
@@ -476,17 +675,35 @@ def _power_of_two(n):
     return 1 << (n.bit_length() - 1)
 
 
-def summarize(scan, img_size, crop='none', antialias=False, cache=False):
+def summarize(scan, img_size, crop='none', antialias=False, cache=False, class_counts=None,
+              class_names=None):
     """One line about an ImageScan and what the pipeline does to it, e.g.
     '150 images (2 skipped: 1 truncated JPEG, 1 not an image); sizes 48x64 to 1024x768
     (37 distinct), 12 non-square; rotated by EXIF: 3, centre-cropped and resized to 64x64,
-    cached in memory'. Sizes are width x height as shown, from the file headers."""
+    cached in memory'. Sizes are width x height as shown, from the file headers.
+    With class_counts (labelled data), a part such as '3 classes (circle 50, square 50,
+    triangle 50)' follows the count."""
     found = f'{len(scan.files)} images'
     if scan.bad:
         found += f' ({len(scan.bad)} skipped: {_reasons_text(scan.bad)})'
+    parts = [found]
+    if class_counts is not None:
+        parts.append(_classes_text(class_counts, class_names))
     sizes = [info.size for info in scan.infos]
-    return '; '.join([found, _sizes_text(sizes),
-                      _treatment_text(scan.infos, img_size, crop, antialias, cache)])
+    return '; '.join(parts + [_sizes_text(sizes),
+                              _treatment_text(scan.infos, img_size, crop, antialias, cache)])
+
+
+def _classes_text(counts, names=None):
+    """'3 classes (circle 50, square 50, triangle 50)'; beyond 8 classes only the range,
+    '10 classes, 480 to 520 images each'. Unnamed classes show as #0, #1, ..."""
+    n = len(counts)
+    classes = f"{n} class{'es' if n != 1 else ''}"
+    if n > 8:
+        low, high = min(counts), max(counts)
+        return f'{classes}, {low if low == high else f"{low} to {high}"} images each'
+    names = names if names is not None else [f'#{i}' for i in range(n)]
+    return f"{classes} ({', '.join(f'{name} {c}' for name, c in zip(names, counts))})"
 
 
 def _reasons_text(bad):
@@ -567,31 +784,51 @@ def decode_uint8_images(file_pattern_or_files, img_size, batch_size=50, antialia
     yield from ds.as_numpy_iterator()
 
 
-def make_shapes_dataset(out_dir, n_images=4000, img_size=32, seed=0):
-    """Write a procedural RGB dataset of coloured shapes once; return its glob pattern.
+SHAPE_CLASSES = ('circle', 'square', 'triangle')  # the labelled set's classes, in label order
+
+
+def make_shapes_dataset(out_dir, n_images=4000, img_size=32, seed=0, labelled=False):
+    """Write a procedural RGB dataset of coloured shapes once; return its glob pattern
+    (labelled: the folder, for read_labels).
 
     Each image has one or two circles, squares or triangles (random colour, size,
     position, rotation) on a plain or linear-gradient background, drawn at 4x and
     box-downsampled for smooth edges. Image i depends only on (seed, i, img_size).
+    labelled: image i is of class i % 3 (SHAPE_CLASSES), its shapes all of that kind,
+    and is written into that class's subfolder (out_dir/circle/shape_000000.png, ...),
+    so that read_labels(out_dir) gives 3 classes; the drawing is otherwise the same.
     Images are written atomically (utils.atomic_write) and a marker file with the
     parameters last: with a matching marker and all files present nothing is written;
-    otherwise (new parameters, killed or damaged run) the set is regenerated.
+    otherwise (new parameters, killed or damaged run) the set is regenerated, the images
+    of the other kind (labelled or not) included.
     """
     out_dir = os.fspath(out_dir)
     params = {'n_images': int(n_images), 'img_size': int(img_size), 'seed': int(seed),
               'version': _SHAPES_VERSION}
-    names = [f'shape_{i:06d}.png' for i in range(n_images)]
-    pattern = os.path.join(out_dir, 'shape_*.png')
+    if labelled:  # only then: unlabelled folders written before labels existed stay valid
+        params['labelled'] = True
+    folders = [SHAPE_CLASSES[i % 3] if labelled else '' for i in range(n_images)]
+    names = [os.path.join(folder, f'shape_{i:06d}.png') for i, folder in enumerate(folders)]
+    pattern = out_dir if labelled else os.path.join(out_dir, 'shape_*.png')
     marker = os.path.join(out_dir, SHAPES_MARKER)
     if _shapes_complete(out_dir, marker, params, names):
         return pattern
     os.makedirs(out_dir, exist_ok=True)
     if os.path.exists(marker):
         os.remove(marker)  # incomplete until the last image is written again
-    for old in glob.glob(os.path.join(out_dir, 'shape_*.png')):  # stale images
-        os.remove(old)
+    for folder in ('',) + SHAPE_CLASSES:  # stale images, of either kind
+        for old in glob.glob(os.path.join(out_dir, folder, 'shape_*.png')):
+            os.remove(old)
+        if folder and not labelled and os.path.isdir(os.path.join(out_dir, folder)):
+            try:
+                os.rmdir(os.path.join(out_dir, folder))
+            except OSError:  # holds other files: not ours to delete
+                pass
+    for folder in sorted(set(folders) - {''}):
+        os.makedirs(os.path.join(out_dir, folder), exist_ok=True)
     for i, name in enumerate(names):
-        image = _draw_shapes_image(np.random.default_rng([seed, i]), img_size)
+        kind = i % 3 if labelled else None
+        image = _draw_shapes_image(np.random.default_rng([seed, i]), img_size, kind)
         with utils.atomic_write(os.path.join(out_dir, name)) as tmp:
             image.save(tmp, format='PNG')
     utils.write_json(marker, params)
@@ -603,12 +840,20 @@ def _shapes_complete(out_dir, marker, params, names):
         with open(marker) as f:
             if json.load(f) != params:
                 return False
-        return set(names) <= set(os.listdir(out_dir))
+        listings = {}  # folder -> its file names, one listdir per folder
+        for name in names:
+            folder, base = os.path.split(name)
+            if folder not in listings:
+                listings[folder] = set(os.listdir(os.path.join(out_dir, folder)))
+            if base not in listings[folder]:
+                return False
+        return True
     except (OSError, ValueError):
         return False
 
 
-def _draw_shapes_image(rng, img_size):
+def _draw_shapes_image(rng, img_size, kind=None):
+    """One image; kind 0/1/2 (circle/square/triangle) makes every shape that kind."""
     scale = 4  # supersampling factor for anti-aliased edges
     size = img_size * scale
     background = _random_colour(rng)
@@ -628,12 +873,15 @@ def _draw_shapes_image(rng, img_size):
             colour = _random_colour(rng)
         radius = rng.uniform(0.12, 0.3) * size
         cx, cy = rng.uniform(radius * 0.6, size - radius * 0.6, size=2)
-        kind = rng.integers(3)
+        # Drawn even when the kind is given: the unlabelled images keep the same draws in
+        # the same order (byte-identical to before labels), the labelled ones share them.
+        drawn = rng.integers(3)
+        shape = drawn if kind is None else kind
         fill = tuple(int(c) for c in colour)
-        if kind == 0:
+        if shape == 0:
             draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=fill)
         else:  # square (4 corners) or triangle (3), randomly rotated
-            corners = 4 if kind == 1 else 3
+            corners = 4 if shape == 1 else 3
             angles = rng.uniform(0, 2 * np.pi) + np.arange(corners) * 2 * np.pi / corners
             draw.polygon([(cx + radius * np.cos(a), cy + radius * np.sin(a)) for a in angles],
                          fill=fill)
