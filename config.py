@@ -14,6 +14,7 @@ import os
 
 CONFIG_FILE = 'config.json'  # a run's config, in its model directory
 RUN_FILE = 'run.json'        # beside it: the command's options (train.py records them)
+CLASSES_FILE = 'classes.json'  # a conditional run's classes: {"names": [...], "counts": [...]}
 
 DEFAULTS = {
     'img_size': 64,
@@ -273,6 +274,25 @@ def load_run_config(model_dir):
         return from_saved(saved)
     except ConfigError as e:
         raise ConfigError(f'{path}: {e}') from None
+
+
+def load_run_classes(model_dir):
+    """{'names': [...], 'counts': [...]} of a conditional run (model_dir/classes.json,
+    written by train.py: class names in label order and their training images), or None
+    when the run has no such file."""
+    path = os.path.join(model_dir, CLASSES_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            classes = json.load(f)
+        names, counts = classes['names'], classes['counts']
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f'cannot read {path} ({e}): it should hold the class names and '
+                          f'counts that train.py wrote') from None
+    if len(names) != len(counts) or not all(_is_int(n) and n >= 0 for n in counts):
+        raise ConfigError(f'{path}: names and counts must be lists of the same length')
+    return {'names': [str(n) for n in names], 'counts': list(counts)}
 
 
 def settle(saved, asked, override=False):
