@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
@@ -37,14 +38,13 @@ class Run:
             tf.keras.utils.set_random_seed(args.seed)
         strategy = make_strategy(args.strategy, args.tpu)
         self.is_chief = is_chief(strategy)
-        dataset = data.make_dataset(plan.file_pattern, conf['img_size'], conf['batch_size'],
-                                    antialias=conf['antialias'], seed=args.seed,
-                                    crop=conf['crop'])
+        dataset = self._make_dataset(args.seed)
         self.n_train_images = dataset.n_files
         self.data_summary = dataset.summary
         self.last_saved = None  # newest checkpoint this process wrote
         self.gan = trainer.LadaGAN(conf, jit_compile=args.jit, strategy=strategy,
-                                   precision=args.precision, grad_accum=args.grad_accum)
+                                   precision=args.precision, grad_accum=args.grad_accum,
+                                   class_counts=self.classes and self.classes['counts'])
         self.dataset = distribute_dataset(dataset, strategy)
         if args.seed is not None:
             self.gan.noise_rng.reset_from_seed(args.seed)
@@ -54,14 +54,50 @@ class Run:
         self.log_dir = os.path.join(plan.model_dir, 'log-dir')
         self.fid_monitor = (None if args.no_fid or not self.is_chief
                             else self._make_fid_monitor())
-        # The authors' fixed grid noise: 25 samples drawn from test_seed.
+        # The authors' fixed grid noise: 25 samples drawn from test_seed. Conditional: row r
+        # of the 5x5 grid shows class r % n_classes.
         self.grid_noise = sampling.sample_noise(25, conf['noise_dim'], conf['test_seed'])
+        self.grid_labels = (np.arange(25) // 5 % conf['n_classes']).astype(np.int32) if (
+            conf['n_classes']) else None
+
+    def _make_dataset(self, seed):
+        """The training batches; a conditional run's come with labels, and self.classes
+        holds its class names and counts (None when unconditional)."""
+        conf, plan = self.conf, self.plan
+        files, kwargs, self.classes = plan.file_pattern, {}, None
+        if conf['n_classes']:
+            labels = data.read_labels(plan.file_pattern, plan.labels_file)
+            self._check_classes(labels.names)
+            files = labels.files
+            kwargs = {'labels': labels.labels, 'class_names': labels.names}
+        dataset = data.make_dataset(files, conf['img_size'], conf['batch_size'],
+                                    antialias=conf['antialias'], seed=seed, crop=conf['crop'],
+                                    **kwargs)
+        if conf['n_classes']:
+            self.classes = {'names': kwargs['class_names'], 'counts': dataset.class_counts}
+        return dataset
+
+    def _check_classes(self, names):
+        """The data's classes must be n_classes, and on resume the run's own classes."""
+        n_classes, where = self.conf['n_classes'], self.plan.labels_file or self.plan.file_pattern
+        if len(names) != n_classes:
+            shown = ', '.join(names[:10]) + (', ...' if len(names) > 10 else '')
+            raise TrainingError(
+                f'{where} has {len(names)} classes ({shown}) but n_classes={n_classes}: '
+                f'use --set n_classes={len(names)}, or fix the labels')
+        saved = config.load_run_classes(self.plan.model_dir)
+        if saved is not None and saved['names'] != names:
+            raise TrainingError(
+                f"the data's classes {names[:10]} are not those this run was trained on "
+                f"({config.CLASSES_FILE}: {saved['names'][:10]}): the labels would change "
+                f'meaning. Use the same data, or another --model_dir.')
 
     def _make_fid_monitor(self):
         try:
             return fid.InLoopFID(self.plan.eval_dir, self.conf,
                                  weights=self.args.inception_weights,
-                                 cache_dir=fid.DEFAULT_STATS_DIR)
+                                 cache_dir=fid.DEFAULT_STATS_DIR,
+                                 class_counts=self.classes and self.classes['counts'])
         except fid.FIDUnavailable as e:
             print(f'FID off: {e}')
             return None
@@ -112,6 +148,8 @@ class Run:
                   f'{before:,} when the run started.')
         utils.write_json(os.path.join(self.plan.model_dir, config.CONFIG_FILE), self.conf)
         utils.write_json(run_file, {**options, 'n_train_images': self.n_train_images})
+        if self.classes is not None:
+            utils.write_json(os.path.join(self.plan.model_dir, config.CLASSES_FILE), self.classes)
 
     def _open_outputs(self):
         """Checkpoint managers and the TensorBoard writer (they create their folders)."""
@@ -315,7 +353,7 @@ class Run:
         """PNGs in images/, shown in TensorBoard's image tab too."""
         images, attention = sampling.generate(self.gan.ema_generator, self.grid_noise,
                                               batch_size=len(self.grid_noise), attention=True,
-                                              jit_compile=self.args.jit)
+                                              jit_compile=self.args.jit, labels=self.grid_labels)
         paths = {kind: self._picture_path(kind, n_images) for kind in ('samples', 'attention')}
         utils.save_image_grid(images, paths['samples'])
         utils.save_attention_maps(images[:4], [a[:4] for a in attention], paths['attention'])

@@ -3,6 +3,8 @@
     python train.py                                   # demo preset on a generated shapes dataset
     python train.py --file_pattern='data/*.png' --eval_dir='data/*.png' --preset=cifar10
     python train.py --file_pattern=... --set batch_size=64 --set policy=color
+    python train.py --file_pattern=data/ --set n_classes=10     # class-conditional: one folder per class
+    python train.py --set n_classes=3                           # conditional demo on labelled shapes
 
 Hyper-parameters live in config.py (defaults and presets); `--set key=value` overrides one.
 A run writes into --model_dir: config.json, training-checkpoints/, best-training-checkpoints/
@@ -22,8 +24,9 @@ import config
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_DIR = os.path.join(HERE, '.cache', 'shapes32')
 DEFAULT_DATA_PATTERN = os.path.join(DEFAULT_DATA_DIR, 'shape_*.png')  # data.make_shapes_dataset
+LABELLED_DATA_DIR = os.path.join(HERE, '.cache', 'shapes32-labelled')  # one folder per shape
 # Options a resumed run must keep (unless --override_config): they change what it computes.
-KEPT_OPTIONS = ('file_pattern', 'precision', 'grad_accum', 'strategy', 'seed', 'jit')
+KEPT_OPTIONS = ('file_pattern', 'labels', 'precision', 'grad_accum', 'strategy', 'seed', 'jit')
 
 
 def parse_args(argv=None):
@@ -32,6 +35,10 @@ def parse_args(argv=None):
     parser.add_argument('--file_pattern', default=None,
                         help='glob (or directory) of training images; default: a generated '
                              'dataset of 32x32 shapes, trained with --preset demo')
+    parser.add_argument('--labels', default=None, metavar='FILE',
+                        help='class-conditional runs (--set n_classes=K): a CSV or JSON file '
+                             'of relative path -> class name; default: the class of an image '
+                             'is the name of its first-level folder under --file_pattern')
     parser.add_argument('--eval_dir', default=None,
                         help='glob of real images for FID (default: --file_pattern)')
     parser.add_argument('--model_dir', default='model_1',
@@ -135,7 +142,8 @@ class Plan:
     """What a train.py command asks for, with the defaults that depend on the data source
     filled in. Resolving it reads nothing but the arguments and writes nothing."""
     model_dir: str
-    file_pattern: str   # glob of the training images
+    file_pattern: str   # glob (or directory) of the training images
+    labels_file: str    # or None: a conditional run's labels come from the folders
     eval_dir: str       # glob of the real images for FID
     embedded: bool      # the generated shapes dataset (made before the run starts)
     preset: str         # or None: config.py's defaults
@@ -155,10 +163,18 @@ def resolve_run(args):
         default if given is None else given
         for given, default in zip((args.total_iter, args.metrics_inter, args.fid_inter),
                                   defaults))
-    return Plan(model_dir=args.model_dir, file_pattern=file_pattern,
+    return Plan(model_dir=args.model_dir, file_pattern=file_pattern, labels_file=args.labels,
                 eval_dir=args.eval_dir or file_pattern, embedded=embedded, preset=preset,
                 total_iter=total_iter, metrics_inter=metrics_inter, fid_inter=fid_inter,
                 asked=config.requested(preset, parse_overrides(args.overrides)))
+
+
+def with_data_for(plan, conf):
+    """The plan of a run on the generated shapes, pointed at the labelled set (one folder
+    per shape) when the config is class-conditional."""
+    if not (plan.embedded and conf['n_classes']):
+        return plan
+    return dataclasses.replace(plan, file_pattern=LABELLED_DATA_DIR, eval_dir=LABELLED_DATA_DIR)
 
 
 def settle_config(model_dir, asked, override):
@@ -174,7 +190,8 @@ def settle_config(model_dir, asked, override):
 
 def run_options(args, plan):
     """The options recorded in run.json (loop.Run adds the number of training images)."""
-    return {'file_pattern': plan.file_pattern, 'precision': args.precision,
+    return {'file_pattern': plan.file_pattern, 'labels': plan.labels_file,
+            'precision': args.precision,
             'grad_accum': args.grad_accum, 'strategy': args.strategy, 'seed': args.seed,
             'jit': args.jit, 'total_iter': plan.total_iter}
 
@@ -211,6 +228,7 @@ def main(argv=None):
         plan = resolve_run(args)
         check_steps_per_call(args.steps_per_call, plan)
         conf = settle_config(plan.model_dir, plan.asked, args.override_config)
+        plan = with_data_for(plan, conf)
         options = settle_run_options(plan.model_dir, run_options(args, plan),
                                      args.override_config)
     except (config.ConfigError, cli.UsageError) as e:
@@ -227,9 +245,13 @@ def main(argv=None):
     run = None
     try:
         if plan.embedded:
+            where = LABELLED_DATA_DIR if conf['n_classes'] else DEFAULT_DATA_DIR
             print(f'No --file_pattern: training the {plan.preset} preset on generated shapes '
-                  f'({DEFAULT_DATA_DIR}).')
-            data.make_shapes_dataset(DEFAULT_DATA_DIR)
+                  f'({where}).')
+            if conf['n_classes']:
+                data.make_shapes_dataset(LABELLED_DATA_DIR, labelled=True)
+            else:
+                data.make_shapes_dataset(DEFAULT_DATA_DIR)
         run = loop.Run(args, plan, conf)  # checks the data and the model; writes nothing
         start = run.restore()
         run.remove_leftovers()
