@@ -190,8 +190,8 @@ def settle_config(model_dir, asked, override):
 
 def run_options(args, plan):
     """The options recorded in run.json (loop.Run adds the number of training images)."""
-    return {'file_pattern': plan.file_pattern, 'labels': plan.labels_file,
-            'precision': args.precision,
+    labels = {} if plan.labels_file is None else {'labels': plan.labels_file}
+    return {'file_pattern': plan.file_pattern, **labels, 'precision': args.precision,
             'grad_accum': args.grad_accum, 'strategy': args.strategy, 'seed': args.seed,
             'jit': args.jit, 'total_iter': plan.total_iter}
 
@@ -208,9 +208,9 @@ def settle_run_options(model_dir, options, override):
             saved = json.load(f)
     except (OSError, ValueError) as e:
         raise config.ConfigError(f'cannot read {path} ({e}); remove it to resume') from None
-    differing = [k for k in KEPT_OPTIONS if k in saved and saved[k] != options[k]]
+    differing = [k for k in KEPT_OPTIONS if k in saved and saved[k] != options.get(k)]
     if differing and not override:
-        details = ', '.join(f'{k}: {saved[k]!r} in {config.RUN_FILE}, {options[k]!r} asked'
+        details = ', '.join(f'{k}: {saved[k]!r} in {config.RUN_FILE}, {options.get(k)!r} asked'
                             for k in differing)
         raise config.ConfigError(
             f'this run was started with other options ({details}). Resume with the same '
@@ -229,6 +229,9 @@ def main(argv=None):
         check_steps_per_call(args.steps_per_call, plan)
         conf = settle_config(plan.model_dir, plan.asked, args.override_config)
         plan = with_data_for(plan, conf)
+        if plan.labels_file and not conf['n_classes']:
+            raise cli.UsageError(f'--labels {plan.labels_file} is for class-conditional runs: '
+                                 f'add --set n_classes=K (K = the number of classes)')
         options = settle_run_options(plan.model_dir, run_options(args, plan),
                                      args.override_config)
     except (config.ConfigError, cli.UsageError) as e:
