@@ -50,7 +50,7 @@ class Generator(keras.Model):
     The output is linear (no tanh), as in the released models.
 
     n_classes > 0: called on (z, labels). A learned class embedding e(label) of width
-    noise_dim, shared by all blocks as in BigGAN, is concatenated to z; every
+    noise_dim (initialised N(0, 1), as z), shared by all blocks as in BigGAN, is concatenated to z; every
     self-modulated LayerNorm (and GANformer's latents) reads [z, e(label)] instead of z,
     so one z gives a different image per class. The first Dense reads z alone.
     spectral_norm: every Dense and conv (not the class embedding) spectrally normalised.
@@ -66,8 +66,10 @@ class Generator(keras.Model):
             self._make_layers(img_size, model_dim, heads, mlp_dim, dec_dim, noise_dim,
                               sync_batchnorm, attention, n_latents, latent_dim)
         if n_classes:  # after the authors' layers, whose creation order their checkpoints keep
+            # N(0, 1) as z (and BigGAN's shared embedding): [z, e(y)] starts balanced, where
+            # orthogonal rows (norm 1 against |z| ~ 8 for noise_dim 64) would barely count.
             self.class_embedding = layers.Embedding(
-                n_classes, noise_dim, embeddings_initializer=ladaformer.KERNEL_INIT)
+                n_classes, noise_dim, embeddings_initializer=keras.initializers.RandomNormal(1.0))
         self.build((None, noise_dim))
 
     def _make_layers(self, img_size, model_dim, heads, mlp_dim, dec_dim, noise_dim,

@@ -27,11 +27,13 @@ def _class_folders(root, counts):
     return str(root)
 
 
-def test_labels_from_folders_train_and_resume_with_their_classes(tmp_path):
+def test_sagan_recipe_trains_on_class_folders_resumes_and_keeps_its_classes(tmp_path):
+    """Spectral norm in G and D, hinge loss, dot attention, no R1; labels from folders."""
     data_dir = _class_folders(tmp_path / 'data', {'cat': 10, 'dog': 6})
     model_dir = str(tmp_path / 'run')
-    common = ['--file_pattern', data_dir, '--model_dir', model_dir, '--preset', 'tiny',
-              '--set', 'n_classes=2', '--fid_inter', '2', *SMALL]
+    common = ['--file_pattern', data_dir, '--model_dir', model_dir, '--preset', 'sagan',
+              '--set', 'n_classes=2', '--fid_inter', '2',
+              *[flag for w in TINY_WIDTHS for flag in ('--set', w)], *SMALL]
     first = run_train(*common, '--total_iter', '2')
     assert first.returncode == 0, first.stderr[-3000:]
     assert '2 classes (cat 10, dog 6)' in first.stdout
@@ -39,8 +41,12 @@ def test_labels_from_folders_train_and_resume_with_their_classes(tmp_path):
         'names': ['cat', 'dog'], 'counts': [10, 6]}
     assert os.path.isfile(os.path.join(model_dir, 'images', 'samples-000000016.png'))
     resumed = run_train(*common, '--total_iter', '4')
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert 'Resumed from' in resumed.stdout and saved_checkpoints(model_dir) == [16, 32]
+    assert resumed.returncode == 0 and 'Resumed from' in resumed.stdout, resumed.stderr[-3000:]
+    assert saved_checkpoints(model_dir) == [16, 32]
+    logged = [json.loads(line) for line in open(os.path.join(model_dir, 'metrics.jsonl'))]
+    assert [entry['iter'] for entry in logged] == [2, 4]
+    assert all(math.isfinite(entry[k]) for entry in logged for k in ('d_loss', 'g_loss'))
+    assert all(entry['gp'] == 0 for entry in logged)  # SAGAN: no R1
 
     # The same run on data with other classes: refused, nothing written.
     before = sorted(os.listdir(model_dir))
@@ -49,6 +55,21 @@ def test_labels_from_folders_train_and_resume_with_their_classes(tmp_path):
                         '--override_config')
     assert_clean_error(changed, "['cat', 'fox']", 'classes.json')
     assert sorted(os.listdir(model_dir)) == before and saved_checkpoints(model_dir) == [16, 32]
+
+
+def test_labels_file_names_the_classes(tmp_path):
+    _class_folders(tmp_path / 'data', {'x': 8, 'y': 8})
+    labels = tmp_path / 'labels.json'  # paths relative to the labels file's folder
+    names = [f'data/{c}/{"sub/" if i == 0 else ""}{c}_{i}.png' for c in 'xy' for i in range(8)]
+    labels.write_text(json.dumps({path: 'yy' if '/x/' in path else 'xx' for path in names}))
+    model_dir = str(tmp_path / 'run')
+    result = run_train('--file_pattern', str(tmp_path / 'data'), '--labels', str(labels),
+                       '--model_dir', model_dir, '--preset', 'tiny', '--set', 'n_classes=2',
+                       '--total_iter', '1', *SMALL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert '2 classes (xx 8, yy 8)' in result.stdout
+    assert json.load(open(os.path.join(model_dir, 'classes.json')))['names'] == ['xx', 'yy']
+    assert json.load(open(os.path.join(model_dir, 'run.json')))['labels'] == str(labels)
 
 
 def test_class_count_mismatch_and_labels_without_n_classes_give_one_line(tmp_path):
@@ -63,27 +84,3 @@ def test_class_count_mismatch_and_labels_without_n_classes_give_one_line(tmp_pat
     unconditional = run_train(*common, '--labels', str(labels))
     assert_clean_error(unconditional, '--labels', 'n_classes')
     assert not model_dir.exists()
-
-
-def test_sagan_recipe_trains_from_a_labels_file_and_restores(tmp_path):
-    """Spectral norm in G and D, hinge loss, dot attention, no R1, from a labels file."""
-    data_dir = _class_folders(tmp_path / 'data', {'x': 8, 'y': 8})
-    labels = tmp_path / 'labels.json'  # paths relative to the labels file's folder
-    labels.write_text(json.dumps({f'data/{"x" if k < 8 else "y"}/{"sub/" if k % 8 == 0 else ""}'
-                                  f'{"x" if k < 8 else "y"}_{k % 8}.png': 'yy' if k < 8 else 'xx'
-                                  for k in range(16)}))
-    model_dir = str(tmp_path / 'run')
-    common = ['--file_pattern', data_dir, '--labels', str(labels), '--model_dir', model_dir,
-              '--preset', 'sagan', '--set', 'n_classes=2', '--fid_inter', '3',
-              *[flag for w in TINY_WIDTHS for flag in ('--set', w)], *SMALL]
-    first = run_train(*common, '--total_iter', '3')
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert json.load(open(os.path.join(model_dir, 'classes.json')))['names'] == ['xx', 'yy']
-    assert json.load(open(os.path.join(model_dir, 'run.json')))['labels'] == str(labels)
-    resumed = run_train(*common, '--total_iter', '6')
-    assert resumed.returncode == 0 and 'Resumed from' in resumed.stdout, resumed.stderr[-3000:]
-    logged = [json.loads(line) for line in open(os.path.join(model_dir, 'metrics.jsonl'))]
-    assert [entry['iter'] for entry in logged] == [3, 6]
-    assert all(math.isfinite(entry[k]) for entry in logged for k in ('d_loss', 'g_loss'))
-    assert all(entry['gp'] == 0 for entry in logged)  # SAGAN: no R1
-    assert saved_checkpoints(model_dir) == [24, 48]

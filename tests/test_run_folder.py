@@ -55,10 +55,11 @@ def test_failed_override_and_other_options_leave_the_run_as_it_was(shapes, tmp_p
     assert saved_checkpoints(model_dir) == [16, 24]
 
 
-def test_a_few_shot_folder_trains_and_measures_fid_on_all_its_images(tmp_path):
+def test_few_shot_folders_train_and_measure_fid_on_all_their_images(tmp_path):
     import data
     import keras
     few = data.make_shapes_dataset(str(tmp_path / 'few'), n_images=100)
+    more = data.make_shapes_dataset(str(tmp_path / 'more'), n_images=150)
     # Random Inception weights: the FID plumbing of a real run, without the download.
     weights = str(tmp_path / 'inception.weights.h5')
     keras.applications.InceptionV3(include_top=False, pooling='avg',
@@ -67,10 +68,12 @@ def test_a_few_shot_folder_trains_and_measures_fid_on_all_its_images(tmp_path):
     defaults = run_train('--file_pattern', few, '--model_dir', str(model_dir), '--no-jit')
     assert_clean_error(defaults, 'fewer than one batch', '--set batch_size=64')
     assert not model_dir.exists()
-    tiny = run_train('--file_pattern', few, '--model_dir', str(model_dir), '--preset', 'tiny',
-                     '--total_iter', '2', '--fid_inter', '2', '--no-jit',
+    # 150 training images, FID on all 100 of another folder (both below n_fid_real = 500).
+    tiny = run_train('--file_pattern', more, '--eval_dir', few, '--model_dir', str(model_dir),
+                     '--preset', 'tiny', '--total_iter', '2', '--fid_inter', '2', '--no-jit',
                      '--inception_weights', weights)
     assert tiny.returncode == 0, tiny.stderr[-3000:]
+    assert 'data: 150 images' in tiny.stdout, tiny.stdout
     assert 'n_fid_real' in tiny.stdout and 'all 100' in tiny.stdout, tiny.stdout
     fid_line = next(line for line in tiny.stdout.splitlines() if '] FID ' in line)
     assert float(fid_line.split('] FID ')[1].split(';')[0]) >= 0 and '(best)' in fid_line
