@@ -50,9 +50,9 @@ class Generator(keras.Model):
     The output is linear (no tanh), as in the released models.
 
     n_classes > 0: called on (z, labels). A learned class embedding e(label) of width
-    noise_dim (initialised N(0, 1), as z), shared by all blocks as in BigGAN, is concatenated to z; every
-    self-modulated LayerNorm (and GANformer's latents) reads [z, e(label)] instead of z,
-    so one z gives a different image per class. The first Dense reads z alone.
+    noise_dim (initialised N(0, 1), as z), shared by all blocks as in BigGAN, is
+    concatenated to z; every self-modulated LayerNorm (and GANformer's latents) reads
+    [z, e(label)] instead of z, so one z gives a different image per class. The first Dense reads z alone.
     spectral_norm: every Dense and conv (not the class embedding) spectrally normalised.
     """
 

@@ -31,7 +31,8 @@ def sample_labels(n, class_counts, seed):
     images is never drawn); the same seed gives the same labels."""
     counts = np.asarray(class_counts, np.float64)
     if counts.ndim != 1 or not len(counts) or counts.min() < 0 or counts.sum() <= 0:
-        raise ValueError(f'class_counts must be counts >= 0 with a positive sum, got {class_counts}')
+        raise ValueError(f'class_counts must be counts >= 0 with a positive sum, got '
+                         f'{class_counts}')
     rng = np.random.default_rng([int(seed), 1])
     return rng.choice(len(counts), size=int(n), p=counts / counts.sum()).astype(np.int32)
 

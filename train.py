@@ -3,8 +3,8 @@
     python train.py                                   # demo preset on a generated shapes dataset
     python train.py --file_pattern='data/*.png' --eval_dir='data/*.png' --preset=cifar10
     python train.py --file_pattern=... --set batch_size=64 --set policy=color
-    python train.py --file_pattern=data/ --set n_classes=10     # class-conditional: one folder per class
-    python train.py --set n_classes=3                           # conditional demo on labelled shapes
+    python train.py --file_pattern=data/ --set n_classes=10   # conditional: a folder per class
+    python train.py --set n_classes=3                         # conditional demo: labelled shapes
 
 Hyper-parameters live in config.py (defaults and presets); `--set key=value` overrides one.
 A run writes into --model_dir: config.json, training-checkpoints/, best-training-checkpoints/
