@@ -21,6 +21,7 @@ TensorFlow is imported inside the functions that need it, and the CLI checks its
 arguments before importing TensorFlow, which takes seconds and writes log lines to stderr.
 
     python fid.py --eval_dir 'data/celeba/*.png' --model_dir runs/celeba --metrics fid,kid
+    python fid.py --eval_dir data/shapes --model_dir runs/shapes --per_class  # per class
 """
 import argparse
 import contextlib
@@ -36,6 +37,7 @@ import uuid
 import numpy as np
 from tqdm import tqdm
 
+import class_metrics
 import cli
 import metrics
 import utils
@@ -408,10 +410,14 @@ class InLoopFID:
     takes the 'eigh' FID (agrees with sqrtm to < 1e-6 relative, much faster).
     Fewer real images than n_fid_real: all of them against as many samples (one line
     printed); fewer than MIN_FID_IMAGES then: FIDUnavailable. Raises FIDUnavailable
-    when the Keras weights are missing.
+    when the Keras weights are missing. A conditional conf (n_classes > 0): the samples'
+    labels are drawn with the frequencies of class_counts (n_classes counts; None:
+    uniform), seeded like the noise; the real statistics are those of all eval images.
     """
 
-    def __init__(self, eval_dir, conf, weights='imagenet', cache_dir=None, seed=42):
+    def __init__(self, eval_dir, conf, weights='imagenet', cache_dir=None, seed=42,
+                 class_counts=None):
+        self.class_counts = class_metrics.checked_counts(conf.get('n_classes', 0), class_counts)
         self.batch_size = conf['fid_batch_size']
         self.gen_batch_size = conf.get('gen_batch_size') or self.batch_size
         found = find_images(eval_dir)
@@ -430,7 +436,8 @@ class InLoopFID:
         if self.sampler is None or self.sampler.generator is not generator:
             import sampling
             self.sampler = sampling.FakeSampler(generator, self.gen_batch_size)
-        batches = rebatch(self.sampler.batches(self.n, seed), self.batch_size)
+        labels = class_metrics.draw_labels(self.n, self.class_counts, seed)
+        batches = rebatch(self.sampler.batches(self.n, seed, labels=labels), self.batch_size)
         fake = compute_features(batches, self.extractor, n=self.n, desc='FID')['features']
         return metrics.frechet_distance(self.real['mu'], self.real['sigma'],
                                         *metrics.feature_stats(fake), method='eigh',
@@ -530,6 +537,12 @@ def parse_args(argv=None):
                    help='where real statistics are cached (default %(default)s)')
     p.add_argument('--out', help='JSON results file (default for --model_dir: '
                                  'MODEL_DIR/eval-NETWORK.json)')
+    p.add_argument('--per_class', action='store_true', help='a conditional --model_dir: '
+                   'also the --metrics but IS of each class against its reals (classes from '
+                   '--eval_dir/CLASS/ folders or --labels), with as many fakes (at most '
+                   '--n_fake); a table on stderr, "per_class" in the JSON (class_metrics.py)')
+    p.add_argument('--labels', metavar='FILE', help='--per_class: the real classes from a '
+                   'labels file (CSV rows path,class or JSON {path: class}; see data.py)')
     return p.parse_args(argv)
 
 
@@ -559,6 +572,7 @@ def run(args):
         raise FIDError('--n_fake must be a number with --model_dir')
     if args.model_dir and not os.path.isdir(args.model_dir):
         raise FIDError(f'--model_dir {args.model_dir} is not a directory')
+    classes = class_metrics.check(args)  # --per_class: the real classes, before any work
     real_files = select_files(find_images(args.eval_dir), n_real, args.seed, 'real images')
     fake_files = img_size = None
     if args.fake_dir:
@@ -577,9 +591,11 @@ def run(args):
         # Offline: the metrics that need no network are still worth computing.
         unavailable, needs_network = str(e), False
 
+    results = {'n_real': len(real_files), 'n_fake': n_fake, 'eval_dir': args.eval_dir,
+               'fake_dir': args.fake_dir, 'model_dir': args.model_dir, 'seed': args.seed}
     if fake_files is not None:
         fake_batches = read_images(fake_files, img_size, args.batch_size)
-        n_fake = len(fake_files)
+        results['n_fake'] = n_fake = len(fake_files)
     else:
         import checkpoints
         import sampling
@@ -587,14 +603,13 @@ def run(args):
             generator = checkpoints.load_generator(args.model_dir, ema=True)
         except checkpoints.CheckpointError as e:
             raise FIDError(str(e)) from None
-        fake_batches = sampling.FakeSampler(generator, args.batch_size).batches(n_fake,
-                                                                                args.seed)
+        labels = class_metrics.fake_labels(generator, args.model_dir, n_fake, args.seed, results)
+        fake_batches = sampling.FakeSampler(generator, args.batch_size).batches(
+            n_fake, args.seed, labels=labels)
     sizes = []
     fake_batches = _record_size(fake_batches, sizes)
     if 'swd' in wanted:  # SWD needs the pixels: keep the generated images
         fake_batches = list(tqdm(fake_batches, desc='generated images', unit='batch'))
-    results = {'n_real': len(real_files), 'n_fake': n_fake, 'eval_dir': args.eval_dir,
-               'fake_dir': args.fake_dir, 'model_dir': args.model_dir, 'seed': args.seed}
     if needs_network:
         try:
             extractor = get_extractor(args.network, weights)
@@ -605,6 +620,7 @@ def run(args):
     if unavailable:
         results['not_computed'] = {'metrics': [m for m in wanted if m != 'swd'],
                                    'reason': unavailable}
+    real, real_images = None, None
     if needs_network:
         fake = compute_features(iter(fake_batches), extractor, n=n_fake, desc='fake features')
         img_size = img_size or args.img_size or sizes[0]  # reals resized to the fake size
@@ -622,6 +638,11 @@ def run(args):
             results.update(metrics.swd(real_images, np.concatenate(fake_batches),
                                        seed=args.seed))
     results['img_size'] = int(img_size)
+    if classes:  # with the real features and images of above; prints a table
+        results['per_class'] = class_metrics.evaluate(
+            generator, classes, real_files, wanted, args, real and real['features'],
+            real_images, needs_network and (lambda batches, n, desc: compute_features(
+                batches, extractor, n=n, desc=desc)))
     return results
 
 
