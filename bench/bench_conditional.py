@@ -2,9 +2,12 @@
 (`python train.py --set n_classes=3`: the demo preset on the labelled shapes, one folder
 per shape kind) is trained, and the sliced Wasserstein distance (metrics.swd, ProGAN's)
 of each class's samples to each class's real images is printed as a matrix: row = the
-class asked for, column = the real class. A conditional generator that works has the
-smallest value of each row on the diagonal. The real-vs-real matrix (two disjoint halves
-of each class) shows how far apart SWD puts the classes themselves.
+class asked for, column = the real class. Conditioning shows on the diagonal: row-wise,
+class k's samples are nearer class k's reals than the other reals; column-wise, class k's
+reals are nearer class k's samples than the other classes' samples (this one is not
+fooled by a real class that is near every sample, as blob-like circles are early on). The
+real-vs-real matrix (two disjoint halves of each class) shows how far apart SWD puts the
+classes themselves.
 
     python bench/bench_conditional.py --seeds 0,1 --record
 """
@@ -64,7 +67,10 @@ def matrix_text(matrix, names):
 
 
 def diagonal_wins(matrix):
-    return sum(int(np.argmin(row) == i) for i, row in enumerate(matrix))
+    """(rows, columns) whose smallest value is on the diagonal."""
+    matrix = np.asarray(matrix)
+    rows = sum(int(np.argmin(row) == i) for i, row in enumerate(matrix))
+    return rows, sum(int(np.argmin(column) == j) for j, column in enumerate(matrix.T))
 
 
 def main(argv=None):
@@ -78,8 +84,10 @@ def main(argv=None):
                           ['--seed', str(seed), '--set', f'n_classes={len(names)}'], args)
         matrix = swd_matrix(class_samples(model_dir, args.n_images, len(names)), reals)
         finite, speed = run_summary(model_dir)
+        rows, columns = diagonal_wins(matrix)
         cells.append(f'seed {seed}: {matrix_text(matrix, names)} (diagonal smallest in '
-                     f'{diagonal_wins(matrix)} of {len(names)} rows, {speed:.0f} img/s'
+                     f'{rows} of {len(names)} rows and {columns} of {len(names)} columns, '
+                     f'{speed:.0f} img/s'
                      + ('' if finite else ', losses NOT FINITE') + ')')
         print(cells[-1], f'(samples in {model_dir}/images)', flush=True)
     line = (f'conditional embedded default (demo preset, n_classes={len(names)}, labelled '
