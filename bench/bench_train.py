@@ -244,9 +244,8 @@ def pipeline_line(args, step_images_per_sec):
 
 def loop_images_per_sec(train_py, preset, args, k):
     """images/s that train.py logs over its last 3 of 4 intervals (FID off, one save)."""
-    data = os.path.join(ROOT, '.cache', 'shapes32')
-    import utils
-    pattern = utils.make_shapes_dataset(data)
+    import data
+    pattern = data.make_shapes_dataset(os.path.join(ROOT, '.cache', 'shapes32'))
     total = 4 * args.loop_iters
     with tempfile.TemporaryDirectory(prefix='bench-loop-') as model_dir:
         command = [sys.executable, train_py, '--file_pattern', pattern, '--model_dir', model_dir,
