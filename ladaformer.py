@@ -76,12 +76,28 @@ class _SpectralNorm:
     stored; in inference the same iteration runs and nothing is stored. The variable W
     stays unnormalised (Keras' SpectralNormalization overwrites it and ignores sigma in
     the gradient). sigma is computed in float32 under mixed precision.
+
+    Subclasses name their kernel (`_kernel_variable`) and how it meets the input
+    (`_product`); bias and activation follow as in the layer they extend.
     """
 
-    def _build_spectral_u(self, units):
+    def build(self, input_shape=None):
+        super().build(input_shape)
         self.spectral_u = self.add_weight(
-            name='spectral_u', shape=(1, units), trainable=False, aggregation='mean',
-            initializer=keras.initializers.RandomNormal(stddev=1.0), autocast=False)
+            name='spectral_u', shape=(1, self._kernel_variable().shape[-1]), trainable=False,
+            aggregation='mean', initializer=keras.initializers.RandomNormal(stddev=1.0),
+            autocast=False)
+
+    def call(self, inputs, training=None):
+        x = self._product(inputs, self._normalized(
+            tf.convert_to_tensor(self._kernel_variable()), training))
+        if getattr(self, 'bias', None) is not None:
+            x = x + self.bias
+        activation = getattr(self, 'activation', None)
+        return activation(x) if activation is not None else x
+
+    def _kernel_variable(self):
+        return self.kernel
 
     def _normalized(self, kernel, training):
         w = tf.cast(tf.reshape(kernel, [-1, kernel.shape[-1]]), tf.float32)
@@ -98,44 +114,27 @@ class _SpectralNorm:
 class SpectralNormDense(_SpectralNorm, layers.Dense):
     """Dense with a spectrally normalised kernel (`_SpectralNorm`)."""
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_spectral_u(self.units)
-
-    def call(self, inputs, training=None):
-        x = tf.matmul(inputs, self._normalized(tf.convert_to_tensor(self.kernel), training))
-        if self.bias is not None:
-            x = x + self.bias
-        return self.activation(x) if self.activation is not None else x
+    def _product(self, inputs, kernel):
+        return tf.matmul(inputs, kernel)
 
 
 @keras.saving.register_keras_serializable(package='LadaGAN')
 class SpectralNormConv2D(_SpectralNorm, layers.Conv2D):
     """Conv2D with a spectrally normalised kernel (`_SpectralNorm`), channels last."""
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_spectral_u(self.filters)
-
-    def call(self, inputs, training=None):
-        x = self.convolution_op(inputs, self._normalized(tf.convert_to_tensor(self.kernel),
-                                                         training))
-        if self.use_bias:
-            x = x + self.bias
-        return self.activation(x) if self.activation is not None else x
+    def _product(self, inputs, kernel):
+        return self.convolution_op(inputs, kernel)
 
 
 @keras.saving.register_keras_serializable(package='LadaGAN')
 class SpectralNormEmbedding(_SpectralNorm, layers.Embedding):
     """Embedding with a spectrally normalised table (`_SpectralNorm`)."""
 
-    def build(self, input_shape=None):
-        super().build(input_shape)
-        self._build_spectral_u(self.output_dim)
+    def _kernel_variable(self):
+        return self.embeddings
 
-    def call(self, inputs, training=None):
-        table = self._normalized(tf.convert_to_tensor(self.embeddings), training)
-        return tf.cast(tf.gather(table, tf.cast(inputs, tf.int32)), self.compute_dtype)
+    def _product(self, ids, table):
+        return tf.cast(tf.gather(table, tf.cast(ids, tf.int32)), self.compute_dtype)
 
 
 def _softmax32(logits):

@@ -152,10 +152,15 @@ class Generator(keras.Model):
     def get_config(self):
         return {'img_size': self.img_size, 'model_dim': self.model_dim, 'heads': self.heads,
                 'mlp_dim': self.mlp_dim, 'dec_dim': self.dec_dim,
-                'noise_dim': self.noise_dim, 'sync_batchnorm': self.sync_batchnorm,
-                'attention': self.attention, 'n_latents': self.n_latents,
-                'latent_dim': self.latent_dim, 'n_classes': self.n_classes,
-                'spectral_norm': self.spectral_norm, 'name': self.name}
+                'noise_dim': self.noise_dim, **_shared_config(self)}
+
+
+def _shared_config(net):
+    """The constructor options both networks have: attention variant, conditioning,
+    normalisation, name."""
+    return {key: getattr(net, key) for key in ('sync_batchnorm', 'attention', 'n_latents',
+                                               'latent_dim', 'n_classes', 'spectral_norm',
+                                               'name')}
 
 
 def _split_labels(inputs, n_classes, net, what):
@@ -282,11 +287,7 @@ class Discriminator(keras.Model):
 
     def get_config(self):
         return {'img_size': self.img_size, 'enc_dim': self.enc_dim, 'out_dim': self.out_dim,
-                'mlp_dim': self.mlp_dim, 'heads': self.heads,
-                'sync_batchnorm': self.sync_batchnorm, 'attention': self.attention,
-                'n_latents': self.n_latents, 'latent_dim': self.latent_dim,
-                'n_classes': self.n_classes, 'spectral_norm': self.spectral_norm,
-                'name': self.name}
+                'mlp_dim': self.mlp_dim, 'heads': self.heads, **_shared_config(self)}
 
 
 def build_generator(config, name='generator', sync_batchnorm=False):
