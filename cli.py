@@ -5,8 +5,10 @@ import argparse
 import contextlib
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import warnings
 
 USAGE_ERROR = 2   # the exit code of every user mistake
@@ -37,6 +39,32 @@ def interrupted(prefix, what):
     """The one line of a Ctrl-C: what was kept and how to go on; returns the exit code."""
     print(f'\n{prefix}: interrupted; {_one_line(what)}', file=sys.stderr)
     return INTERRUPTED
+
+
+@contextlib.contextmanager
+def ctrl_c_stays_an_interrupt():
+    """Within: a Ctrl-C always leaves as KeyboardInterrupt. Raised inside TensorFlow's C++
+    code (while tracing or compiling), the KeyboardInterrupt can come out as another error
+    (a SystemError, then an AttributeError from the half-built trace); any error after a
+    Ctrl-C is taken for the interrupt it hides, so the command ends in its one line."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    pressed = threading.Event()
+
+    def on_ctrl_c(signum, frame):
+        pressed.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield
+    except Exception as e:
+        if pressed.is_set():
+            raise KeyboardInterrupt from e
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # ---------------------------------------------------------------------------------------

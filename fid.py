@@ -669,7 +669,8 @@ def main(argv=None):
     try:
         if out:  # before the evaluation, which may take hours
             cli.check_writable(out, 'the results')
-        results = run(args)
+        with cli.ctrl_c_stays_an_interrupt():
+            results = run(args)
     except (FIDError, metrics.MetricError, cli.UsageError) as e:
         return cli.fail(e, prefix='fid.py: error')
     except KeyboardInterrupt:

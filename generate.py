@@ -587,7 +587,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     cli.quiet(args.verbose)
     try:
-        run(args)
+        with cli.ctrl_c_stays_an_interrupt():
+            run(args)
     except cli.UsageError as e:
         return cli.fail(e)
     except OSError as e:  # e.g. the disk filled up while writing

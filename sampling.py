@@ -191,7 +191,7 @@ class FakeSampler:
         labels = np.zeros(self.batch_size, np.int32) if self._sampler.conditional else None
         try:
             next(self._sampler.batches(z, progress=False, labels=labels))
-        except Exception as e:
+        except tf.errors.OpError as e:  # what XLA raises; not an interrupt's aftermath
             if not self.jit_compile:
                 raise
             warnings.warn(f'XLA cannot compile the generator ({type(e).__name__}); '

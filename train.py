@@ -238,29 +238,31 @@ def main(argv=None):
         return cli.fail(e)
     cli.quiet(args.verbose)
     try:
-        cli.import_tensorflow()
-        import checkpoints  # TensorFlow from here on
-        import data
-        import fid
-        import loop
+        with cli.ctrl_c_stays_an_interrupt():
+            cli.import_tensorflow()
+            import checkpoints  # TensorFlow from here on
+            import data
+            import fid
+            import loop
     except KeyboardInterrupt:
         return cli.interrupted('train.py', 'nothing was saved')
     run = None
     try:
-        if plan.embedded:
-            where = LABELLED_DATA_DIR if conf['n_classes'] else DEFAULT_DATA_DIR
-            print(f'No --file_pattern: training the {plan.preset} preset on generated shapes '
-                  f'({where}).')
-            if conf['n_classes']:
-                data.make_shapes_dataset(LABELLED_DATA_DIR, labelled=True)
-            else:
-                data.make_shapes_dataset(DEFAULT_DATA_DIR)
-        run = loop.Run(args, plan, conf)  # checks the data and the model; writes nothing
-        start = run.restore()
-        run.remove_leftovers()
-        run.write_run_files(options)
-        run.summary(start)
-        run.train(start)
+        with cli.ctrl_c_stays_an_interrupt():
+            if plan.embedded:
+                where = LABELLED_DATA_DIR if conf['n_classes'] else DEFAULT_DATA_DIR
+                print(f'No --file_pattern: training the {plan.preset} preset on generated shapes '
+                      f'({where}).')
+                if conf['n_classes']:
+                    data.make_shapes_dataset(LABELLED_DATA_DIR, labelled=True)
+                else:
+                    data.make_shapes_dataset(DEFAULT_DATA_DIR)
+            run = loop.Run(args, plan, conf)  # checks the data and the model; writes nothing
+            start = run.restore()
+            run.remove_leftovers()
+            run.write_run_files(options)
+            run.summary(start)
+            run.train(start)
     except KeyboardInterrupt:
         return cli.interrupted('train.py', _what_was_kept(run, plan))
     except (loop.TrainingError, config.ConfigError, checkpoints.CheckpointError,

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -199,6 +200,35 @@ def test_ctrl_c_in_fid_ends_in_one_line(fixture_dir, tmp_path):
     assert proc.returncode != 0 and 'Traceback' not in text, text[-3000:]
     assert len(said) == 1 and said[0].startswith('fid.py: interrupted; no results'), said
     assert not out.exists()
+
+
+def _press_ctrl_c_and_raise(error):
+    """What TensorFlow's C++ code can do with a Ctrl-C: the KeyboardInterrupt raised in it
+    comes out as another error."""
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(10)  # the handler raises in here
+    except KeyboardInterrupt:
+        raise error from None
+    pytest.fail('SIGINT raised no KeyboardInterrupt')
+
+
+def test_an_error_after_ctrl_c_leaves_as_the_interrupt():
+    import cli
+    before = signal.getsignal(signal.SIGINT)
+    half_built = AttributeError("'SymbolicTensor' object has no attribute '_type_spec'")
+    with pytest.raises(KeyboardInterrupt) as caught, cli.ctrl_c_stays_an_interrupt():
+        _press_ctrl_c_and_raise(half_built)
+    assert caught.value.__cause__ is half_built
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_errors_without_ctrl_c_leave_unchanged():
+    import cli
+    with pytest.raises(AttributeError, match='a real bug'), cli.ctrl_c_stays_an_interrupt():
+        raise AttributeError('a real bug')
+    with pytest.raises(KeyboardInterrupt), cli.ctrl_c_stays_an_interrupt():
+        _press_ctrl_c_and_raise(KeyboardInterrupt())
 
 
 NATIVE_LOG_LINE = re.compile(r'^[IWEF]\d{4} |absl::InitializeLog|cuInit', re.M)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import urllib.error
+import warnings
 
 import numpy as np
 import pytest
@@ -585,6 +586,21 @@ def test_fake_sampler_falls_back_when_xla_cannot_compile():
         batches = list(sampler.batches(5, seed=0))
     assert [len(b) for b in batches] == [3, 2]
     assert len(list(sampler.batches(5))) == 2  # no second warning or trace needed
+
+
+def test_fake_sampler_does_not_fall_back_on_errors_that_are_not_xlas():
+    # e.g. the half-built trace a Ctrl-C leaves: falling back would hide the interrupt
+    class BrokenGenerator:
+        noise_dim = 2
+
+        def __call__(self, z, training):
+            raise AttributeError('half-built trace')
+
+    sampler = sampling.FakeSampler(BrokenGenerator(), batch_size=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        with pytest.raises(AttributeError, match='half-built trace'):
+            list(sampler.batches(5, seed=0))
 
 
 def test_rebatch():
