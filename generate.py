@@ -555,8 +555,11 @@ def _write_samples(sampler, noise, labels, plan, args, names=None):
             while len(pending[0]) >= ATTENTION_PER_PAGE or (
                     len(pending[0]) and start + len(images) == len(noise)):
                 k = ATTENTION_PER_PAGE
+                first = page * k
+                titles = None if labels is None else [
+                    names[label] for label in labels[first:first + len(pending[0][:k])]]
                 utils.save_attention_maps(pending[0][:k], [m[:k] for m in pending[1]],
-                                          plan['attention'].format(page))
+                                          plan['attention'].format(page), titles)
                 pending, page = (pending[0][k:], [m[k:] for m in pending[1]]), page + 1
     if 'dir' in plan and labels is not None:
         _write_labels_csv(os.path.join(plan['dir'], LABELS_CSV), labels, names)

@@ -356,7 +356,9 @@ class Run:
                                               jit_compile=self.args.jit, labels=self.grid_labels)
         paths = {kind: self._picture_path(kind, n_images) for kind in ('samples', 'attention')}
         utils.save_image_grid(images, paths['samples'])
-        utils.save_attention_maps(images[:4], [a[:4] for a in attention], paths['attention'])
+        rows, titles = attention_rows(self.grid_labels, self.classes)
+        utils.save_attention_maps(images[rows], [a[rows] for a in attention],
+                                  paths['attention'], titles)
         with self.writer.as_default():
             for kind, path in paths.items():
                 png = tf.io.decode_png(tf.io.read_file(path))
@@ -527,3 +529,13 @@ class Progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+def attention_rows(grid_labels, classes):
+    """Which 4 of the 25 grid samples get attention maps, and their titles: the first 4;
+    a conditional run's, the first of each of the first 4 grid rows (one class per row),
+    titled with their class names."""
+    if grid_labels is None:
+        return [0, 1, 2, 3], None
+    rows = [0, 5, 10, 15]
+    return rows, [classes['names'][grid_labels[i]] for i in rows]

@@ -323,10 +323,15 @@ def count_macs(model, input_shape):
     """Multiply-accumulates of one forward pass on one sample, read off the traced graph.
 
     Counts the matrix products and convolutions (MatMul, BatchMatMul, Einsum, Conv2D),
-    the way the LadaGAN README's "FLOPs" are counted; element-wise ops are not counted.
+    the way the LadaGAN README's "FLOPs" are counted; element-wise ops are not counted
+    (nor a class embedding's lookup: a conditional model is traced with a label too).
     """
-    spec = tf.TensorSpec([1, *input_shape], tf.float32)
-    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
+    specs = [tf.TensorSpec([1, *input_shape], tf.float32)]
+    if getattr(model, 'n_classes', 0):
+        specs.append(tf.TensorSpec([1], tf.int32))
+    call = tf.function(lambda *inputs: model(inputs if len(inputs) > 1 else inputs[0],
+                                              training=False))
+    graph = call.get_concrete_function(*specs).graph
     return sum(_op_macs(op) for op in graph.get_operations())
 
 

@@ -93,11 +93,19 @@ def save_image_grid(images, path, columns=None):
     save_png(image_grid(to_uint8(images), columns), path)
 
 
-def save_attention_maps(images, attention, path):
+def save_attention_maps(images, attention, path, titles=None):
+    """attention_figure(images, attention, titles) as a PNG at path."""
+    fig = attention_figure(images, attention, titles)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=100, format='png')
+
+
+def attention_figure(images, attention, titles=None):
     """One row per image: the image, then the attention map of every stage and head.
 
     attention: the generator's [attn_8, attn_16, attn_32], each (B, heads, tokens); each
     map is shown on its token grid (8x8, 16x16, 32x32) with its own colour scale.
+    titles: one per image, above it (e.g. its class name); default 'sample'.
     """
     from matplotlib.figure import Figure  # no pyplot: leaves notebooks' backend alone
     images = to_uint8(images)
@@ -108,7 +116,7 @@ def save_attention_maps(images, attention, path):
     axes = fig.subplots(len(images), n_cols, squeeze=False)
     for row, image in enumerate(images):
         axes[row, 0].imshow(image)
-        axes[row, 0].set_title('sample', fontsize=7)
+        axes[row, 0].set_title('sample' if titles is None else titles[row], fontsize=7)
         col = 1
         for stage_maps in maps:
             side = int(round(np.sqrt(stage_maps.shape[2])))
@@ -120,5 +128,4 @@ def save_attention_maps(images, attention, path):
     for ax in axes.flat:
         ax.axis('off')
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=100, format='png')
+    return fig

@@ -223,6 +223,40 @@ def test_without_classes_json_labels_are_uniform_with_a_note(cond_dir, generator
     assert 'give an index' in capsys.readouterr().err
 
 
+def test_attention_pages_title_each_sample_with_its_class(cond_dir, tmp_path, monkeypatch):
+    pages = []
+    monkeypatch.setattr(utils, 'save_attention_maps', lambda images, maps, path, titles=None:
+                        pages.append((len(images), titles)))
+    n = generate.ATTENTION_PER_PAGE + 2
+    seed = next(s for s in range(100) if len(set(sampling.sample_labels(n, COUNTS, s))) == 3)
+    assert generate.main(['--model_dir', cond_dir, '--n', str(n), '--seed', str(seed),
+                          '--batch_size', '4', '--attention', '--no-jit',
+                          '--out', str(tmp_path / 'g.png')]) == 0
+    names = [NAMES[k] for k in sampling.sample_labels(n, COUNTS, seed)]
+    assert pages == [(8, names[:8]), (2, names[8:])]
+
+
+def test_attention_figure_titles_each_sample():
+    rng = np.random.default_rng(0)
+    maps = [rng.random((2, 2, side * side)) for side in (8, 16, 32)]
+    images = np.zeros((2, SIZE, SIZE, 3), np.float32)
+    columns = 1 + 3 * 2  # the image, then 3 stages x 2 heads
+    titled = utils.attention_figure(images, maps, ['circle', 'square'])
+    assert [ax.get_title() for ax in titled.axes[::columns]] == ['circle', 'square']
+    assert titled.axes[1].get_title() == '8x8 head 0'
+    plain = utils.attention_figure(images, maps)
+    assert [ax.get_title() for ax in plain.axes[::columns]] == ['sample', 'sample']
+
+
+def test_a_conditional_runs_attention_maps_show_one_sample_of_each_grid_row():
+    import loop
+    grid_labels = np.arange(25) // 5 % len(NAMES)  # row r of the run's grid: class r % 3
+    rows, titles = loop.attention_rows(grid_labels, {'names': NAMES})
+    assert [grid_labels[r] for r in rows] == [0, 1, 2, 0]
+    assert titles == ['circle', 'square', 'triangle', 'circle']
+    assert loop.attention_rows(None, None) == ([0, 1, 2, 3], None)
+
+
 def test_a_class_name_wins_over_an_index():
     names = ['2', 'a', 'b']
     assert generate.class_index('2', names, 3) == 0      # the name '2', not index 2

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import checkpoints
 import config
+import ladaformer
 import model
 import trainer
 
@@ -122,6 +123,24 @@ def test_generator_macs_match_the_readme(preset, gmacs):
     conf = config.get_config(preset)
     macs = model.count_macs(model.build_generator(conf), (conf['noise_dim'],))
     assert float(f'{macs / 1e9:.3g}') == gmacs
+
+
+def test_macs_of_a_conditional_model_add_its_class_terms():
+    conf = config.get_config('tiny')
+    cond = {**conf, 'n_classes': 3}
+    size, noise_dim = conf['img_size'], conf['noise_dim']
+    d_extra = (model.count_macs(model.build_discriminator(cond), (size, size, 3))
+               - model.count_macs(model.build_discriminator(conf), (size, size, 3)))
+    assert d_extra == 25 * conf['d_out_dim'][1]  # <e(y), window sum> for each of 25 patches
+    g = model.build_generator(cond)
+    # Each self-modulated LayerNorm's first Dense reads [z, e(y)]: noise_dim more inputs
+    # for each of its units.
+    style_units = sum(layer.h.units for layer in g._flatten_layers()
+                      if isinstance(layer, ladaformer.SelfModulatedLayerNorm))
+    assert style_units == 2 * sum(conf['g_dim'])  # two norms per block
+    g_extra = (model.count_macs(g, (noise_dim,))
+               - model.count_macs(model.build_generator(conf), (noise_dim,)))
+    assert g_extra == noise_dim * style_units
 
 
 @pytest.mark.parametrize('img_size', [32, 64, 128, 256])
