@@ -125,6 +125,15 @@ def _split(batch, n):
     return tf.split(batch, n)
 
 
+def _dense(gradient):
+    """An embedding's gradient comes as IndexedSlices, a row per lookup: a class drawn
+    k times in a batch has k rows. Keras' Adam squares each row for its second moment
+    before the rows are added up (sum of squares, not the square of the sum), so a
+    conditional model's embeddings would get a wrong update; the dense gradient is the
+    true one (and small: n_classes rows)."""
+    return gradient if gradient is None else tf.convert_to_tensor(gradient)
+
+
 class LadaGAN:
     """Generator, EMA generator, discriminator, their optimizers and the train step.
 
@@ -378,8 +387,8 @@ class LadaGAN:
         total, metrics = None, []
         for micro in zip(*(_split(b, self.grad_accum) for b in batches)):
             grads, micro_metrics = grads_fn(*micro, augment, optimizer)
-            total = grads if total is None else [  # dense: embeddings' grads are sparse
-                tf.convert_to_tensor(t) + tf.convert_to_tensor(g) for t, g in zip(total, grads)]
+            grads = [_dense(g) for g in grads]
+            total = grads if total is None else [t + g for t, g in zip(total, grads)]
             metrics.append(micro_metrics)
         optimizer.apply_gradients(zip(total, net.trainable_weights))
         return {name: tf.add_n([m[name] for m in metrics]) / self.grad_accum

@@ -1,6 +1,9 @@
 """Class-conditional LadaGAN and spectral normalisation, checked against numpy computations
 written here from their definitions (projection discriminator, conditioned modulation,
 power iteration), and the conditional train step."""
+import types
+
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -235,6 +238,81 @@ def test_conditional_step_computes_r1_on_the_reals_with_their_labels():
     noise = gan.sample_noise(8)
     metrics = gan.train_step((images, labels), noise_d=noise, noise_g=noise, augment=False)
     np.testing.assert_allclose(metrics['gp'], expected, rtol=1e-4)
+
+
+def _fresh_gan(conf, **kwargs):
+    tf.keras.utils.set_random_seed(5)
+    return trainer.LadaGAN(conf, jit_compile=False, **kwargs)
+
+
+def _no_moving_stats(gan):
+    nets = (gan.discriminator, gan.generator, gan.ema_generator)
+    return [w.numpy() for net in nets for w in net.weights if 'moving_' not in w.name]
+
+
+def test_conditional_micro_batches_carry_their_own_labels():
+    """grad_accum splits the labels with their images: the halves are the same images with
+    other labels, so every BatchNorm sees the whole batch's statistics in each half, and
+    two micro-batches must give the one-batch step (a half paired with the other half's
+    labels would not: the projection reads them). No R1: its double backprop through
+    BatchNorm couples the samples of a batch, so halves with other labels change it."""
+    conf = config.get_config('tiny', policy='', gp_weight=0.0, **TINY)
+    images, labels = _labelled_batch(n=4)
+    rng = np.random.default_rng(1)
+    z = tf.constant(rng.standard_normal((4, conf['noise_dim'])), tf.float32)
+    fake_labels = tf.constant(rng.integers(0, 3, 4), tf.int32)
+    twice = lambda t: tf.concat([t, t], 0)  # noqa: E731
+    batch = (twice(images), tf.concat([labels, (labels + 1) % 3], 0))
+    noise = (twice(z), twice(fake_labels))
+    one = _fresh_gan(conf)
+    accumulated = _fresh_gan(conf, grad_accum=2)
+    m1 = one.train_step(batch, noise, noise, augment=False)
+    m2 = accumulated.train_step(batch, noise, noise, augment=False)
+    for name in m1:
+        assert m2[name] == pytest.approx(m1[name], rel=1e-5, abs=1e-5), name
+    # Adam's first step is about lr * g / |g|: where g is near 0, float rounding of g tips
+    # it, so a few weights of the thousands may differ by more than 1e-5.
+    for a, b in zip(_no_moving_stats(one), _no_moving_stats(accumulated)):
+        assert (np.abs(a - b) > 1e-5).sum() <= 2, np.abs(a - b).max()
+
+
+def test_a_class_drawn_twice_gets_adams_update_of_its_summed_gradient():
+    """An embedding's gradient has a row per lookup; Adam must see each class's summed
+    gradient (numpy Adam below, Keras' formula), not square the rows one by one."""
+    gan = trainer.LadaGAN(config.get_config('tiny', **TINY), jit_compile=False)
+    table = tf.Variable(np.zeros((3, 2), np.float32))
+    lookups = tf.constant([0, 0, 1])  # class 0 twice
+    weights = tf.constant([[1., 2.], [3., 4.], [5., 6.]])
+
+    def grads_fn(batch, augment, optimizer):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.gather(table, batch) * weights)
+        return tape.gradient(loss, [table]), {'loss': loss}
+
+    net = types.SimpleNamespace(trainable_weights=[table])
+    lr, beta1, beta2, eps = 0.1, 0.9, 0.999, 1e-7
+    optimizer = keras.optimizers.Adam(lr, beta1, beta2, eps)
+    gradient = np.array([[1 + 3, 2 + 4], [5, 6], [0, 0]], np.float64)
+    expected, m, v = np.zeros((3, 2)), np.zeros((3, 2)), np.zeros((3, 2))
+    for t in (1, 2, 3):
+        gan._accumulated_update(grads_fn, net, optimizer, (lookups,), augment=False)
+        m = beta1 * m + (1 - beta1) * gradient
+        v = beta2 * v + (1 - beta2) * gradient ** 2
+        expected -= lr * np.sqrt(1 - beta2 ** t) / (1 - beta1 ** t) * m / (np.sqrt(v) + eps)
+        np.testing.assert_allclose(table.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_conditional_bf16_step_is_close_to_fp32():
+    conf = config.get_config('tiny', policy='', spectral_norm='both', **TINY)
+    batch = _labelled_batch()
+    noise = _fresh_gan(conf).sample_noise(8)
+    fp32 = _fresh_gan(conf).train_step(batch, noise, noise, augment=False)
+    gan = _fresh_gan(conf, precision='bf16')
+    bf16 = gan.train_step(batch, noise, noise, augment=False)
+    assert gan.discriminator.class_embedding.compute_dtype == 'bfloat16'
+    assert all(w.dtype == 'float32' for w in gan.generator.weights + gan.discriminator.weights)
+    for name in ('d_loss', 'g_loss'):
+        assert bf16[name] == pytest.approx(fp32[name], rel=0.05), name
 
 
 @pytest.mark.slow  # ~40 s; the unconditional equality is in the default suite (test_trainer)
