@@ -57,6 +57,55 @@ def test_mirrored_step_on_two_devices_equals_one_device(fixture_dir):
     assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
 
 
+CONDITIONAL_MIRRORED_VS_ONE_DEVICE = textwrap.dedent('''
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices('CPU')[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, {root!r})
+    import config, trainer
+    conf = config.get_config('tiny', batch_size=8, n_classes=3, policy='', spectral_norm='both')
+    rng = np.random.default_rng(0)
+    batch = (rng.uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32),
+             rng.integers(0, 3, 8).astype(np.int32))
+    noise = (rng.standard_normal((8, conf['noise_dim'])).astype(np.float32),
+             rng.integers(0, 3, 8).astype(np.int32))
+    results = []
+    for strategy in (None, tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])):
+        tf.keras.utils.set_random_seed(5)
+        gan = trainer.LadaGAN(conf, jit_compile=False, strategy=strategy)
+        metrics = [gan.train_step(batch, noise, noise, augment=False) for _ in range(2)]
+        nets = (gan.discriminator, gan.generator, gan.ema_generator)
+        results.append((metrics, [w.numpy() for net in nets for w in net.weights],
+                        [w.path for net in nets for w in net.weights]))
+    (m1, w1, names), (m2, w2, _) = results
+    assert gan.n_replicas == 2 and m1[0]['gp'] > 0
+    for a, b in zip(m1, m2):
+        for key in a:
+            assert abs(a[key] - b[key]) < 1e-4 * max(1, abs(a[key])), (key, a[key], b[key])
+    # A fresh Adam's first steps are about lr * g / |g|: float rounding (the replicas sum
+    # their gradients in another order) tips weights whose gradient is near 0, about 1 in
+    # 10,000 here, by up to lr; the losses above are the sharper check.
+    off = sum(int((np.abs(a - b) > 1e-5).sum()) for a, b in zip(w1, w2))
+    assert off <= 2e-4 * sum(a.size for a in w1), off
+    worst = max(zip((np.abs(a - b).max() for a, b in zip(w1, w2)), names))
+    assert worst[0] < 2 * conf['g_lr'], worst
+    assert any(n.endswith('spectral_u') for n in names) and gan.discriminator.n_classes == 3
+    print('OK', worst)
+''')
+
+
+@pytest.mark.slow  # ~90 s; the unconditional equality above is in the default suite
+def test_conditional_mirrored_step_on_two_devices_equals_one_device():
+    """Labels, class embeddings and spectral-norm state under MirroredStrategy."""
+    script = CONDITIONAL_MIRRORED_VS_ONE_DEVICE.format(root=ROOT)
+    env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'}
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                            timeout=600, env=env)
+    assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
+
+
 def _free_ports(n):
     import socket
     sockets = [socket.socket() for _ in range(n)]
