@@ -29,9 +29,24 @@ def machine():
     return f'{cpu}, {os.cpu_count()} cores, TF {tf.__version__}'
 
 
+def commit():
+    """The checked-out commit ('+changes' when tracked files other than RESULTS.md differ
+    from it), or 'unknown' outside a git checkout."""
+    try:
+        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
+                              text=True, cwd=ROOT, check=True).stdout.strip()
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--',
+                                '.', ':!bench/RESULTS.md'],
+                               capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return 'unknown'
+    return head + ('+changes' if dirty.strip() else '')
+
+
 def record(script, lines):
     """Appends a dated section of result lines to bench/RESULTS.md and prints it."""
-    header = f'\n## {datetime.date.today().isoformat()} {script} ({machine()})\n'
+    header = (f'\n## {datetime.date.today().isoformat()} {script} ({machine()}; '
+              f'commit {commit()})\n')
     text = header + ''.join(f'- {line}\n' for line in lines)
     print(text)
     with open(RESULTS, 'a') as f:
