@@ -13,6 +13,7 @@ import config
 import ladaformer
 import model
 import trainer
+from test_precision_accum import _weights
 
 TINY = dict(batch_size=8, n_classes=3)
 
@@ -245,11 +246,6 @@ def _fresh_gan(conf, **kwargs):
     return trainer.LadaGAN(conf, jit_compile=False, **kwargs)
 
 
-def _no_moving_stats(gan):
-    nets = (gan.discriminator, gan.generator, gan.ema_generator)
-    return [w.numpy() for net in nets for w in net.weights if 'moving_' not in w.name]
-
-
 def test_conditional_micro_batches_carry_their_own_labels():
     """grad_accum splits the labels with their images: the halves are the same images with
     other labels, so every BatchNorm sees the whole batch's statistics in each half, and
@@ -272,7 +268,8 @@ def test_conditional_micro_batches_carry_their_own_labels():
         assert m2[name] == pytest.approx(m1[name], rel=1e-5, abs=1e-5), name
     # Adam's first step is about lr * g / |g|: where g is near 0, float rounding of g tips
     # it, so a few weights of the thousands may differ by more than 1e-5.
-    for a, b in zip(_no_moving_stats(one), _no_moving_stats(accumulated)):
+    for a, b in zip(_weights(one, moving_stats=False),
+                    _weights(accumulated, moving_stats=False)):
         assert (np.abs(a - b) > 1e-5).sum() <= 2, np.abs(a - b).max()
 
 
@@ -322,8 +319,7 @@ def test_conditional_steps_per_call_equal_single_steps():
     batches = [_labelled_batch(seed=s) for s in (0, 1)]
     results = []
     for stacked in (False, True):
-        tf.keras.utils.set_random_seed(5)
-        gan = trainer.LadaGAN(conf, jit_compile=False)
+        gan = _fresh_gan(conf)
         gan.noise_rng.reset_from_seed(5)
         noise = [gan.sample_noise(8) for _ in batches]
         initial = [w.numpy() for w in gan.discriminator.weights]
