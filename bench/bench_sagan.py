@@ -9,15 +9,12 @@ checkpoints hold the spectral-norm state (`spectral_u`) and the class embeddings
     python bench/bench_sagan.py --record    # 300 iterations at batch 16: ~20 min on 2 cores
 """
 import argparse
-import json
-import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 
-from common import ROOT, record
+from common import ROOT, logged_metrics, record, run_summary, train_to
 
 
 def parse_args(argv=None):
@@ -35,15 +32,9 @@ def parse_args(argv=None):
 
 def train(model_dir, total_iter, batch_size):
     """train.py's output of the sagan preset on the labelled shapes up to total_iter."""
-    command = [sys.executable, os.path.join(ROOT, 'train.py'), '--preset', 'sagan',
-               '--set', 'n_classes=3', '--set', f'batch_size={batch_size}',
-               '--model_dir', model_dir, '--total_iter', str(total_iter),
-               '--fid_inter', str(total_iter), '--metrics_inter', '25', '--no_fid']
-    print(f'training to iteration {total_iter} -> {model_dir}', flush=True)
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    if result.returncode != 0:
-        sys.exit(f'train.py failed:\n{result.stderr[-2000:]}')
-    return result.stdout
+    return train_to(model_dir, total_iter,
+                    ['--preset', 'sagan', '--set', 'n_classes=3', '--set',
+                     f'batch_size={batch_size}', '--metrics_inter', '25'])
 
 
 def checkpoint_variables(model_dir, n_images):
@@ -62,13 +53,11 @@ def main(argv=None):
     resumed_at = re.search(r'Resumed from \S*ckpt-(\d+)', resumed)
     if not resumed_at or int(resumed_at.group(1)) != half_images:
         sys.exit(f'the second run did not resume from ckpt-{half_images}:\n{resumed[:500]}')
-    with open(os.path.join(args.work_dir, 'metrics.jsonl')) as f:
-        logged = [json.loads(line) for line in f]
-    finite = all(math.isfinite(entry[k]) for entry in logged for k in ('d_loss', 'g_loss'))
+    logged = logged_metrics(args.work_dir)
+    finite, speed = run_summary(args.work_dir)
     names = checkpoint_variables(args.work_dir, args.iters * args.batch_size)
     n_u = sum('spectral_u' in name for name in names)
     n_embeddings = sum('class_embedding/embeddings' in name for name in names)
-    speed = sum(entry['images_per_sec'] for entry in logged) / len(logged)
     first, last = logged[0], logged[-1]
     line = (f"sagan preset (cifar10 size) on the labelled shapes (n_classes=3), batch "
             f"{args.batch_size}, {args.iters} iterations as {half} + a resume from ckpt-"

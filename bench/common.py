@@ -83,22 +83,36 @@ def run_parser(doc, work_subdir):
     return parser
 
 
-def train(name, flags, args):
-    """Runs `train.py FLAGS` for args.iters iterations in work_dir/NAME-ITERS (reused when
-    that run is complete) and returns the directory."""
-    model_dir = os.path.join(args.work_dir, f'{name}-{args.iters}')
+def train_to(model_dir, total_iter, flags):
+    """Runs `train.py FLAGS` into model_dir up to iteration total_iter (it resumes from the
+    folder's last checkpoint) without FID, and returns its console output."""
     command = [sys.executable, os.path.join(ROOT, 'train.py'), '--model_dir', model_dir,
-               '--total_iter', str(args.iters), '--fid_inter', str(args.iters), '--no_fid',
+               '--total_iter', str(total_iter), '--fid_inter', str(total_iter), '--no_fid',
                *flags]
-    print(f'training {name} -> {model_dir}', flush=True)
+    print(f'training to iteration {total_iter} -> {model_dir}', flush=True)
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
-        sys.exit(f'{name} failed:\n{result.stderr[-2000:]}')
+        sys.exit(f'train.py {" ".join(flags)} failed:\n{result.stderr[-2000:]}')
+    return result.stdout
+
+
+def train(name, flags, args):
+    """Trains `train.py FLAGS` for args.iters iterations in work_dir/NAME-ITERS (a complete
+    run there is reused: train.py resumes at its end) and returns the directory."""
+    model_dir = os.path.join(args.work_dir, f'{name}-{args.iters}')
+    train_to(model_dir, args.iters, flags)
     return model_dir
 
 
+def logged_metrics(model_dir):
+    """The run's metrics.jsonl entries."""
+    with open(os.path.join(model_dir, 'metrics.jsonl')) as f:
+        return [json.loads(line) for line in f]
+
+
 def run_summary(model_dir):
-    logged = [json.loads(line) for line in open(os.path.join(model_dir, 'metrics.jsonl'))]
+    """(every logged loss finite, mean images/s) of a run."""
+    logged = logged_metrics(model_dir)
     finite = all(math.isfinite(entry[k]) for entry in logged
                  for k in ('d_loss', 'g_loss', 'gp'))
     speed = sum(entry['images_per_sec'] for entry in logged) / len(logged)

@@ -9,7 +9,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Logical devices must be configured before TensorFlow starts, hence a fresh process.
-MIRRORED_VS_ONE_DEVICE = textwrap.dedent('''
+TWO_CPUS = textwrap.dedent('''
     import sys
     import numpy as np
     import tensorflow as tf
@@ -17,6 +17,17 @@ MIRRORED_VS_ONE_DEVICE = textwrap.dedent('''
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     sys.path.insert(0, {root!r})
     import checkpoints, config, trainer
+    STRATEGIES = (None, tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))
+
+    def trained(gan, step):
+        """(metrics of two steps, weights of D, G and EMA G, their names)."""
+        metrics = [step(gan) for _ in range(2)]
+        nets = (gan.discriminator, gan.generator, gan.ema_generator)
+        return (metrics, [w.numpy() for net in nets for w in net.weights],
+                [w.path for net in nets for w in net.weights])
+''')
+
+MIRRORED_VS_ONE_DEVICE = TWO_CPUS + textwrap.dedent('''
     fixture = {fixture!r}
     # With the EMA warm-up on, the decay reads the G optimizer's (mirrored) step count; with
     # lazy R1 the (mirrored) D count picks the R1 step: the 1st of the two below, not the 2nd.
@@ -27,15 +38,13 @@ MIRRORED_VS_ONE_DEVICE = textwrap.dedent('''
     images = rng.uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
     z_d, z_g = (rng.standard_normal((8, 32)).astype(np.float32) for _ in range(2))
     results = []
-    for strategy in (None, tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])):
+    for strategy in STRATEGIES:
         gan = trainer.LadaGAN(conf, jit_compile=False, strategy=strategy)
         with gan.strategy.scope():
             checkpoints.restore_checkpoint(path, **gan.checkpoint_objects())
-        metrics = [gan.train_step(images, z_d, z_g, augment=False) for _ in range(2)]
+        results.append(trained(gan, lambda gan: gan.train_step(images, z_d, z_g, augment=False)))
+        metrics = results[-1][0]
         assert metrics[0]['gp'] > 0 and metrics[1]['gp'] == 0, metrics
-        nets = (gan.discriminator, gan.generator, gan.ema_generator)
-        results.append((metrics, [w.numpy() for net in nets for w in net.weights],
-                        [w.path for net in nets for w in net.weights]))
     (m1, w1, names), (m2, w2, _) = results
     assert gan.n_replicas == 2
     for a, b in zip(m1, m2):
@@ -57,14 +66,7 @@ def test_mirrored_step_on_two_devices_equals_one_device(fixture_dir):
     assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
 
 
-CONDITIONAL_MIRRORED_VS_ONE_DEVICE = textwrap.dedent('''
-    import sys
-    import numpy as np
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices('CPU')[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    sys.path.insert(0, {root!r})
-    import config, trainer
+CONDITIONAL_MIRRORED_VS_ONE_DEVICE = TWO_CPUS + textwrap.dedent('''
     conf = config.get_config('tiny', batch_size=8, n_classes=3, policy='', spectral_norm='both')
     rng = np.random.default_rng(0)
     batch = (rng.uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32),
@@ -72,13 +74,10 @@ CONDITIONAL_MIRRORED_VS_ONE_DEVICE = textwrap.dedent('''
     noise = (rng.standard_normal((8, conf['noise_dim'])).astype(np.float32),
              rng.integers(0, 3, 8).astype(np.int32))
     results = []
-    for strategy in (None, tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])):
+    for strategy in STRATEGIES:
         tf.keras.utils.set_random_seed(5)
         gan = trainer.LadaGAN(conf, jit_compile=False, strategy=strategy)
-        metrics = [gan.train_step(batch, noise, noise, augment=False) for _ in range(2)]
-        nets = (gan.discriminator, gan.generator, gan.ema_generator)
-        results.append((metrics, [w.numpy() for net in nets for w in net.weights],
-                        [w.path for net in nets for w in net.weights]))
+        results.append(trained(gan, lambda gan: gan.train_step(batch, noise, noise, augment=False)))
     (m1, w1, names), (m2, w2, _) = results
     assert gan.n_replicas == 2 and m1[0]['gp'] > 0
     for a, b in zip(m1, m2):
