@@ -2,6 +2,7 @@
 pipeline, and the embedded dataset of generated shapes.
 """
 import collections
+import colorsys
 import concurrent.futures
 import csv
 import glob
@@ -28,6 +29,10 @@ UNSUPPORTED_IMAGE_EXTENSIONS = ('.tif', '.tiff', '.heic', '.heif', '.avif', '.jp
 CACHE_LIMIT_BYTES = 2 * 1024 ** 3
 SHAPES_MARKER = '_complete.json'  # written last by make_shapes_dataset
 _SHAPES_VERSION = 1  # bump when the drawing changes, so old folders are regenerated
+# The labelled drawing's own version (the marker's 'labelled' entry; True was version 1:
+# the unlabelled drawing with one kind per image).
+_LABELLED_SHAPES_VERSION = 2
+_SUPERSAMPLE = 4  # shapes are drawn at 4x and box-downsampled for smooth edges
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 _JPEG_SOI = b'\xff\xd8\xff'
 _HEAD_BYTES = 2048  # enough for a BMP header with a 256-colour palette
@@ -794,9 +799,12 @@ def make_shapes_dataset(out_dir, n_images=4000, img_size=32, seed=0, labelled=Fa
     Each image has one or two circles, squares or triangles (random colour, size,
     position, rotation) on a plain or linear-gradient background, drawn at 4x and
     box-downsampled for smooth edges. Image i depends only on (seed, i, img_size).
-    labelled: image i is of class i % 3 (SHAPE_CLASSES), its shapes all of that kind,
-    and is written into that class's subfolder (out_dir/circle/shape_000000.png, ...),
-    so that read_labels(out_dir) gives 3 classes; the drawing is otherwise the same.
+    labelled: image i is of class i % 3 (SHAPE_CLASSES) and is written into that class's
+    subfolder (out_dir/circle/shape_000000.png, ...), so that read_labels(out_dir) gives
+    3 classes. It holds one larger shape of its class's kind in its class's hue (red
+    circles, green squares, blue triangles) on a plain background: a class the demo's
+    discriminator can tell within a few hundred iterations (by the kind alone it cannot:
+    README, "Does it condition?").
     Images are written atomically (utils.atomic_write) and a marker file with the
     parameters last: with a matching marker and all files present nothing is written;
     otherwise (new parameters, killed or damaged run) the set is regenerated, the images
@@ -806,7 +814,7 @@ def make_shapes_dataset(out_dir, n_images=4000, img_size=32, seed=0, labelled=Fa
     params = {'n_images': int(n_images), 'img_size': int(img_size), 'seed': int(seed),
               'version': _SHAPES_VERSION}
     if labelled:  # only then: unlabelled folders written before labels existed stay valid
-        params['labelled'] = True
+        params['labelled'] = _LABELLED_SHAPES_VERSION
     folders = [SHAPE_CLASSES[i % 3] if labelled else '' for i in range(n_images)]
     names = [os.path.join(folder, f'shape_{i:06d}.png') for i, folder in enumerate(folders)]
     pattern = out_dir if labelled else os.path.join(out_dir, 'shape_*.png')
@@ -827,8 +835,9 @@ def make_shapes_dataset(out_dir, n_images=4000, img_size=32, seed=0, labelled=Fa
     for folder in sorted(set(folders) - {''}):
         os.makedirs(os.path.join(out_dir, folder), exist_ok=True)
     for i, name in enumerate(names):
-        kind = i % 3 if labelled else None
-        image = _draw_shapes_image(np.random.default_rng([seed, i]), img_size, kind)
+        rng = np.random.default_rng([seed, i])
+        image = (_draw_labelled_image(rng, img_size, i % 3) if labelled
+                 else _draw_shapes_image(rng, img_size))
         with utils.atomic_write(os.path.join(out_dir, name)) as tmp:
             image.save(tmp, format='PNG')
     utils.write_json(marker, params)
@@ -852,10 +861,10 @@ def _shapes_complete(out_dir, marker, params, names):
         return False
 
 
-def _draw_shapes_image(rng, img_size, kind=None):
-    """One image; kind 0/1/2 (circle/square/triangle) makes every shape that kind."""
-    scale = 4  # supersampling factor for anti-aliased edges
-    size = img_size * scale
+def _draw_shapes_image(rng, img_size):
+    """One image of the unlabelled set: one or two shapes of random kinds and colours on a
+    plain or gradient background."""
+    size = img_size * _SUPERSAMPLE
     background = _random_colour(rng)
     if rng.random() < 0.5:
         pixels = np.broadcast_to(background, (size, size, 3))
@@ -868,24 +877,51 @@ def _draw_shapes_image(rng, img_size, kind=None):
     image = Image.fromarray(np.round(pixels).astype(np.uint8), 'RGB')
     draw = ImageDraw.Draw(image)
     for _ in range(rng.integers(1, 3)):
-        colour = _random_colour(rng)
-        while np.abs(colour - background).sum() < 150:  # keep shapes visible
-            colour = _random_colour(rng)
+        colour = _visible_colour(rng, background, _random_colour)
         radius = rng.uniform(0.12, 0.3) * size
         cx, cy = rng.uniform(radius * 0.6, size - radius * 0.6, size=2)
-        # Drawn even when the kind is given: the unlabelled images keep the same draws in
-        # the same order (byte-identical to before labels), the labelled ones share them.
-        drawn = rng.integers(3)
-        shape = drawn if kind is None else kind
-        fill = tuple(int(c) for c in colour)
-        if shape == 0:
-            draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=fill)
-        else:  # square (4 corners) or triangle (3), randomly rotated
-            corners = 4 if shape == 1 else 3
-            angles = rng.uniform(0, 2 * np.pi) + np.arange(corners) * 2 * np.pi / corners
-            draw.polygon([(cx + radius * np.cos(a), cy + radius * np.sin(a)) for a in angles],
-                         fill=fill)
+        _draw_shape(draw, rng, rng.integers(3), (cx, cy), radius, colour)
     return image.resize((img_size, img_size), Image.Resampling.BOX)
+
+
+def _draw_labelled_image(rng, img_size, kind):
+    """One image of the labelled set: a single large shape of the class's kind (0/1/2:
+    circle/square/triangle) in the class's hue (_class_colour) on a plain background."""
+    size = img_size * _SUPERSAMPLE
+    background = _random_colour(rng)
+    image = Image.fromarray(np.round(np.broadcast_to(background, (size, size, 3)))
+                            .astype(np.uint8), 'RGB')
+    colour = _visible_colour(rng, background, lambda rng: _class_colour(rng, kind))
+    radius = rng.uniform(0.25, 0.42) * size
+    cx, cy = rng.uniform(radius * 0.6, size - radius * 0.6, size=2)
+    _draw_shape(ImageDraw.Draw(image), rng, kind, (cx, cy), radius, colour)
+    return image.resize((img_size, img_size), Image.Resampling.BOX)
+
+
+def _visible_colour(rng, background, draw_colour):
+    colour = draw_colour(rng)
+    while np.abs(colour - background).sum() < 150:  # keep shapes visible
+        colour = draw_colour(rng)
+    return colour
+
+
+def _draw_shape(draw, rng, kind, centre, radius, colour):
+    """A circle (kind 0), or a randomly rotated square (1) or triangle (2) whose corners
+    are on the circle of that radius."""
+    (cx, cy), fill = centre, tuple(int(c) for c in colour)
+    if kind == 0:
+        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=fill)
+        return
+    corners = 4 if kind == 1 else 3
+    angles = rng.uniform(0, 2 * np.pi) + np.arange(corners) * 2 * np.pi / corners
+    draw.polygon([(cx + radius * np.cos(a), cy + radius * np.sin(a)) for a in angles], fill=fill)
+
+
+def _class_colour(rng, kind):
+    """A colour of the class's hue family: red, green or blue (hue kind/3 +- 30 degrees),
+    saturation and value 0.6-1."""
+    hue = (kind / 3 + rng.uniform(-1 / 12, 1 / 12)) % 1
+    return 255 * np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.6, 1), rng.uniform(0.6, 1)))
 
 
 def _random_colour(rng):

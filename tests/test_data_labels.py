@@ -2,6 +2,7 @@
 their errors, labels travelling with their images through make_dataset (skips, shuffling,
 caching), class counts and the summary, and the labelled shapes dataset. All images are
 built in tmp_path with PIL."""
+import colorsys
 import hashlib
 import json
 import os
@@ -323,30 +324,38 @@ def test_labelled_shapes_in_class_folders_with_labels_i_mod_3(tmp_path):
     assert '3 classes (circle 4, square 4, triangle 3)' in ds.summary
 
 
-def test_labelled_shapes_are_all_of_their_class_kind(tmp_path, monkeypatch):
-    drawn = []  # per image: 'circle', or the corner count of each polygon
+def test_labelled_shapes_are_one_shape_of_their_class_kind_and_hue(tmp_path, monkeypatch):
+    drawn = []  # per image: (background colours, [(kind, fill), ...])
 
     class Recorder(ImageDraw.ImageDraw):
-        def ellipse(self, *args, **kwargs):
-            drawn[-1].append('circle')
-            return super().ellipse(*args, **kwargs)
+        def ellipse(self, *args, fill=None, **kwargs):
+            drawn[-1][1].append(('circle', fill))
+            return super().ellipse(*args, fill=fill, **kwargs)
 
-        def polygon(self, xy, *args, **kwargs):
-            drawn[-1].append({4: 'square', 3: 'triangle'}[len(xy)])
-            return super().polygon(xy, *args, **kwargs)
+        def polygon(self, xy, *args, fill=None, **kwargs):
+            drawn[-1][1].append(({4: 'square', 3: 'triangle'}[len(xy)], fill))
+            return super().polygon(xy, *args, fill=fill, **kwargs)
 
     def draw(image):
-        drawn.append([])
+        drawn.append((np.unique(np.asarray(image).reshape(-1, 3), axis=0), []))
         return Recorder(image)
 
     monkeypatch.setattr(data.ImageDraw, 'Draw', draw)
     data.make_shapes_dataset(str(tmp_path / 'l'), n_images=30, img_size=8, labelled=True)
-    assert all(kinds and set(kinds) == {data.SHAPE_CLASSES[i % 3]} for i, kinds in enumerate(drawn))
-    assert {len(kinds) for kinds in drawn} == {1, 2}
+    assert len(drawn) == 30
+    for i, (background, shapes) in enumerate(drawn):
+        assert len(background) == 1  # plain
+        [(kind, fill)] = shapes
+        assert kind == data.SHAPE_CLASSES[i % 3]
+        hue, saturation, value = colorsys.rgb_to_hsv(*(c / 255 for c in fill))
+        off = abs((hue * 360 - 120 * (i % 3) + 180) % 360 - 180)  # red, green, blue
+        assert off <= 30.5 and saturation >= 0.59 and value >= 0.59, (i, fill)
+        assert np.abs(np.subtract(fill, background[0])).sum() >= 149  # visible
     drawn.clear()
     data.make_shapes_dataset(str(tmp_path / 'u'), n_images=30, img_size=8)
-    assert len({k for kinds in drawn for k in kinds}) == 3  # unlabelled: kinds still mixed
-    assert any(len(set(kinds)) == 2 for kinds in drawn)
+    kinds = [[kind for kind, _ in shapes] for _, shapes in drawn]
+    assert len({k for ks in kinds for k in ks}) == 3  # unlabelled: kinds still mixed
+    assert any(len(set(ks)) == 2 for ks in kinds)
 
 
 def test_labelled_and_unlabelled_shapes_never_mix(tmp_path):
@@ -355,7 +364,7 @@ def test_labelled_and_unlabelled_shapes_never_mix(tmp_path):
     data.make_shapes_dataset(out, n_images=6, labelled=True)  # regenerated: another marker
     assert data.read_labels(out).labels == [0, 0, 1, 1, 2, 2]  # no image left at the root
     with open(os.path.join(out, data.SHAPES_MARKER)) as f:
-        assert json.load(f)['labelled'] is True
+        assert json.load(f)['labelled'] == 2  # the labelled drawing's version
     assert _md5s(data.make_shapes_dataset(out, n_images=6)) == UNLABELLED_MD5
     assert sorted(os.listdir(out)) == [data.SHAPES_MARKER] + [f'shape_{i:06d}.png' for i in range(6)]
 
@@ -372,3 +381,20 @@ def test_labelled_shapes_written_once_and_regenerated_when_incomplete(tmp_path):
     os.remove(files[-1])
     data.make_shapes_dataset(out, n_images=6, img_size=8, labelled=True)
     assert data.list_image_files(out) == files and all(os.stat(f).st_mtime > old for f in files)
+
+
+def test_labelled_shapes_of_the_first_drawing_are_regenerated(tmp_path):
+    out = str(tmp_path / 'shapes')
+    data.make_shapes_dataset(out, n_images=6, img_size=8, labelled=True)
+    first = _md5s(out)
+    marker = os.path.join(out, data.SHAPES_MARKER)
+    with open(marker) as f:
+        params = {**json.load(f), 'labelled': True}  # what the first labelled drawing wrote
+    with open(marker, 'w') as f:
+        json.dump(params, f)
+    for f in data.list_image_files(out):
+        Image.new('RGB', (8, 8)).save(f)
+    data.make_shapes_dataset(out, n_images=6, img_size=8, labelled=True)
+    assert _md5s(out) == first
+    with open(marker) as f:
+        assert json.load(f)['labelled'] == 2
