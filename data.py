@@ -29,9 +29,10 @@ UNSUPPORTED_IMAGE_EXTENSIONS = ('.tif', '.tiff', '.heic', '.heif', '.avif', '.jp
 CACHE_LIMIT_BYTES = 2 * 1024 ** 3
 SHAPES_MARKER = '_complete.json'  # written last by make_shapes_dataset
 _SHAPES_VERSION = 1  # bump when the drawing changes, so old folders are regenerated
-# The labelled drawing's own version (the marker's 'labelled' entry; True was version 1:
-# the unlabelled drawing with one kind per image).
-_LABELLED_SHAPES_VERSION = 2
+# The labelled drawing's own version (the marker's 'labelled' entry): True was the
+# unlabelled drawing with one kind per image, 2 one shape of the class's hue (not of equal
+# areas).
+_LABELLED_SHAPES_VERSION = 3
 _SUPERSAMPLE = 4  # shapes are drawn at 4x and box-downsampled for smooth edges
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 _JPEG_SOI = b'\xff\xd8\xff'
@@ -802,9 +803,9 @@ def make_shapes_dataset(out_dir, n_images=4000, img_size=32, seed=0, labelled=Fa
     labelled: image i is of class i % 3 (SHAPE_CLASSES) and is written into that class's
     subfolder (out_dir/circle/shape_000000.png, ...), so that read_labels(out_dir) gives
     3 classes. It holds one larger shape of its class's kind in its class's hue (red
-    circles, green squares, blue triangles) on a plain background: a class the demo's
-    discriminator can tell within a few hundred iterations (by the kind alone it cannot:
-    README, "Does it condition?").
+    circles, green squares, blue triangles), with the same area distribution for every
+    kind, on a plain background: classes the demo's discriminator tells apart within a
+    few hundred iterations (by the kind alone it does not: README, "Does it condition?").
     Images are written atomically (utils.atomic_write) and a marker file with the
     parameters last: with a matching marker and all files present nothing is written;
     otherwise (new parameters, killed or damaged run) the set is regenerated, the images
@@ -892,10 +893,17 @@ def _draw_labelled_image(rng, img_size, kind):
     image = Image.fromarray(np.round(np.broadcast_to(background, (size, size, 3)))
                             .astype(np.uint8), 'RGB')
     colour = _visible_colour(rng, background, lambda rng: _class_colour(rng, kind))
-    radius = rng.uniform(0.25, 0.42) * size
+    # Every kind covers the same area distribution (that of a circle of radius 0.22-0.36
+    # image sizes), so that the classes differ in shape and hue, not in size.
+    radius = rng.uniform(0.22, 0.36) * size * np.sqrt(np.pi / _AREA_PER_SQUARED_RADIUS[kind])
     cx, cy = rng.uniform(radius * 0.6, size - radius * 0.6, size=2)
     _draw_shape(ImageDraw.Draw(image), rng, kind, (cx, cy), radius, colour)
     return image.resize((img_size, img_size), Image.Resampling.BOX)
+
+
+# Area / radius^2 of a circle, and of a square and an equilateral triangle whose corners
+# are on the circle of that radius.
+_AREA_PER_SQUARED_RADIUS = (np.pi, 2.0, 3 * np.sqrt(3) / 4)
 
 
 def _visible_colour(rng, background, draw_colour):

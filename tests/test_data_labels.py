@@ -327,13 +327,17 @@ def test_labelled_shapes_in_class_folders_with_labels_i_mod_3(tmp_path):
 def test_labelled_shapes_are_one_shape_of_their_class_kind_and_hue(tmp_path, monkeypatch):
     drawn = []  # per image: (background colours, [(kind, fill), ...])
 
-    class Recorder(ImageDraw.ImageDraw):
-        def ellipse(self, *args, fill=None, **kwargs):
-            drawn[-1][1].append(('circle', fill))
-            return super().ellipse(*args, fill=fill, **kwargs)
+    class Recorder(ImageDraw.ImageDraw):  # records kind, fill and area / image area
+        def ellipse(self, xy, *args, fill=None, **kwargs):
+            (x0, y0, x1, y1), size = xy, self.im.size[0]
+            drawn[-1][1].append(('circle', fill, np.pi * (x1 - x0) * (y1 - y0) / 4 / size ** 2))
+            return super().ellipse(xy, *args, fill=fill, **kwargs)
 
         def polygon(self, xy, *args, fill=None, **kwargs):
-            drawn[-1][1].append(({4: 'square', 3: 'triangle'}[len(xy)], fill))
+            x, y = np.array(xy).T
+            shoelace = abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2
+            kind = {4: 'square', 3: 'triangle'}[len(xy)]
+            drawn[-1][1].append((kind, fill, shoelace / self.im.size[0] ** 2))
             return super().polygon(xy, *args, fill=fill, **kwargs)
 
     def draw(image):
@@ -345,15 +349,16 @@ def test_labelled_shapes_are_one_shape_of_their_class_kind_and_hue(tmp_path, mon
     assert len(drawn) == 30
     for i, (background, shapes) in enumerate(drawn):
         assert len(background) == 1  # plain
-        [(kind, fill)] = shapes
+        [(kind, fill, area)] = shapes
         assert kind == data.SHAPE_CLASSES[i % 3]
+        assert np.pi * 0.22 ** 2 - 1e-9 <= area <= np.pi * 0.36 ** 2 + 1e-9, (kind, area)
         hue, saturation, value = colorsys.rgb_to_hsv(*(c / 255 for c in fill))
         off = abs((hue * 360 - 120 * (i % 3) + 180) % 360 - 180)  # red, green, blue
         assert off <= 30.5 and saturation >= 0.59 and value >= 0.59, (i, fill)
         assert np.abs(np.subtract(fill, background[0])).sum() >= 149  # visible
     drawn.clear()
     data.make_shapes_dataset(str(tmp_path / 'u'), n_images=30, img_size=8)
-    kinds = [[kind for kind, _ in shapes] for _, shapes in drawn]
+    kinds = [[kind for kind, _, _ in shapes] for _, shapes in drawn]
     assert len({k for ks in kinds for k in ks}) == 3  # unlabelled: kinds still mixed
     assert any(len(set(ks)) == 2 for ks in kinds)
 
@@ -364,7 +369,7 @@ def test_labelled_and_unlabelled_shapes_never_mix(tmp_path):
     data.make_shapes_dataset(out, n_images=6, labelled=True)  # regenerated: another marker
     assert data.read_labels(out).labels == [0, 0, 1, 1, 2, 2]  # no image left at the root
     with open(os.path.join(out, data.SHAPES_MARKER)) as f:
-        assert json.load(f)['labelled'] == 2  # the labelled drawing's version
+        assert json.load(f)['labelled'] == 3  # the labelled drawing's version
     assert _md5s(data.make_shapes_dataset(out, n_images=6)) == UNLABELLED_MD5
     assert sorted(os.listdir(out)) == [data.SHAPES_MARKER] + [f'shape_{i:06d}.png' for i in range(6)]
 
@@ -397,4 +402,4 @@ def test_labelled_shapes_of_the_first_drawing_are_regenerated(tmp_path):
     data.make_shapes_dataset(out, n_images=6, img_size=8, labelled=True)
     assert _md5s(out) == first
     with open(marker) as f:
-        assert json.load(f)['labelled'] == 2
+        assert json.load(f)['labelled'] == 3
