@@ -325,7 +325,7 @@ def test_labelled_shapes_in_class_folders_with_labels_i_mod_3(tmp_path):
 
 
 def test_labelled_shapes_are_one_shape_of_their_class_kind_and_hue(tmp_path, monkeypatch):
-    drawn = []  # per image: (background colours, [(kind, fill), ...])
+    drawn = []  # per image: (background colours, [(kind, fill, area), ...])
 
     class Recorder(ImageDraw.ImageDraw):  # records kind, fill and area / image area
         def ellipse(self, xy, *args, fill=None, **kwargs):
