@@ -890,8 +890,7 @@ def _draw_labelled_image(rng, img_size, kind):
     circle/square/triangle) in the class's hue (_class_colour) on a plain background."""
     size = img_size * _SUPERSAMPLE
     background = _random_colour(rng)
-    image = Image.fromarray(np.round(np.broadcast_to(background, (size, size, 3)))
-                            .astype(np.uint8), 'RGB')
+    image = Image.new('RGB', (size, size), tuple(int(c) for c in background))
     colour = _visible_colour(rng, background, lambda rng: _class_colour(rng, kind))
     # Every kind covers the same area distribution (that of a circle of radius 0.22-0.36
     # image sizes), so that the classes differ in shape and hue, not in size.
