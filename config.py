@@ -295,25 +295,50 @@ def load_run_classes(model_dir):
     return {'names': [str(n) for n in names], 'counts': list(counts)}
 
 
-def settle(saved, asked, override=False):
+def resumed_origin(recorded, preset, overrides):
+    """The preset and --set values a resumed run's config comes from: those recorded in its
+    run.json, then the command's. A --preset other than the recorded one adds its values
+    as --set values, so that config.py's edits of the recorded preset still show."""
+    values = dict(overrides) if preset in (None, recorded['preset']) else requested(
+        preset, overrides)
+    return {'preset': recorded['preset'], 'set': {**recorded['set'], **values}}
+
+
+def settle(saved, asked, override=False, origin=None):
     """The config of a run that asks for `asked` (preset and --set values), and the keys
     it changes in `saved`.
 
-    New run (saved is None): DEFAULTS + asked. Resumed run: its saved config decides;
-    asked values that differ from it raise ConfigError naming them, unless override,
-    which applies them. Returns (config, sorted list of changed keys).
+    New run (saved is None): DEFAULTS + asked. Resumed run: its saved config decides; a
+    value that differs from what config.py gives now for the run (`origin`: the preset and
+    --set values it recorded, then the command's; see resumed_origin) raises ConfigError
+    naming it, unless override, which applies it. Returns (config, sorted changed keys).
     """
     if saved is None:
         return get_config(**asked), []
-    differing = sorted(k for k in asked if asked[k] != saved.get(k))
+    # A run without a recorded origin (ours from before run.json held it, the authors'
+    # folders) cannot tell an edit of config.py from its own values: only the command's
+    # values are compared.
+    wanted = asked if origin is None else get_config(origin['preset'], **origin['set'])
+    differing = sorted(k for k in wanted if wanted[k] != saved.get(k))
     if not differing:
         return saved, []
-    merged = validate({**saved, **asked})  # an unknown or impossible value, before a conflict
+    merged = validate({**saved, **{k: wanted[k] for k in differing}})  # before a conflict
     if not override:
-        details = ', '.join(f'{k}: {saved[k]!r} in {CONFIG_FILE}, {asked[k]!r} asked'
-                            for k in differing)
-        raise ConfigError(
-            f'the run\'s {CONFIG_FILE} differs from the requested config ({details}). Resume '
-            f'with the same --preset/--set as the first run, use another --model_dir, or '
-            f'pass --override_config to go on with the requested values.')
+        raise ConfigError(_differences(differing, saved, wanted, asked))
     return merged, differing
+
+
+def _differences(keys, saved, wanted, asked):
+    """The refusal of a resume whose config.json differs from the command or config.py."""
+    def source(k):
+        return 'asked' if k in asked else 'in config.py'
+    details = ', '.join(f'{k}: {saved.get(k)!r} in {CONFIG_FILE}, {wanted[k]!r} {source(k)}'
+                        for k in keys)
+    edited = [k for k in keys if k not in asked]
+    what = ('the requested config' if not edited else 'config.py' if len(edited) == len(keys)
+            else 'config.py and the requested config')
+    how = ('resume with the same --preset/--set as the first run'
+           + (' and config.py as it was' if edited else ''))
+    return (f'the run\'s {CONFIG_FILE} differs from {what} ({details}). To keep '
+            f'{CONFIG_FILE}\'s values, {how}; use another --model_dir, or pass '
+            f'--override_config to go on with the new values (rewrites {CONFIG_FILE}).')

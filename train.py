@@ -52,7 +52,8 @@ def parse_args(argv=None):
                              "--set 'g_dim=[256,128,64]' (JSON values, quoted for the shell); "
                              'repeatable')
     parser.add_argument('--override_config', action='store_true',
-                        help="on resume, config.json decides and a --preset/--set value "
+                        help="on resume, config.json decides and a value of --preset/--set "
+                             "or of config.py (for the run's recorded preset and --set) "
                              'that differs from it stops the run; this flag applies the '
                              'new values instead (and rewrites config.json)')
     parser.add_argument('--total_iter', type=cli.positive_int, default=None,
@@ -151,6 +152,7 @@ class Plan:
     metrics_inter: int
     fid_inter: int
     asked: dict         # config values: the preset's, then those of --set
+    overrides: dict     # those of --set alone
 
 
 def resolve_run(args):
@@ -158,6 +160,7 @@ def resolve_run(args):
     embedded = args.file_pattern is None
     preset = args.preset or ('demo' if embedded else None)
     file_pattern = DEFAULT_DATA_PATTERN if embedded else args.file_pattern
+    overrides = parse_overrides(args.overrides)
     defaults = (600, 50, 300) if embedded else (1_000_000, 500, 5000)
     total_iter, metrics_inter, fid_inter = (
         default if given is None else given
@@ -166,7 +169,7 @@ def resolve_run(args):
     return Plan(model_dir=args.model_dir, file_pattern=file_pattern, labels_file=args.labels,
                 eval_dir=args.eval_dir or file_pattern, embedded=embedded, preset=preset,
                 total_iter=total_iter, metrics_inter=metrics_inter, fid_inter=fid_inter,
-                asked=config.requested(preset, parse_overrides(args.overrides)))
+                asked=config.requested(preset, overrides), overrides=overrides)
 
 
 def with_data_for(plan, conf):
@@ -177,37 +180,57 @@ def with_data_for(plan, conf):
     return dataclasses.replace(plan, file_pattern=LABELLED_DATA_DIR, eval_dir=LABELLED_DATA_DIR)
 
 
-def settle_config(model_dir, asked, override):
+def config_origin(args, plan, recorded):
+    """{'preset': ..., 'set': {...}}: what the run's config comes from in config.py, kept in
+    run.json so that a resume compares config.json with what config.py gives now. None for
+    a resumed run that recorded none (config.settle then compares the command's values)."""
+    if not os.path.exists(os.path.join(plan.model_dir, config.CONFIG_FILE)):
+        return {'preset': plan.preset, 'set': plan.overrides}
+    if recorded is None or 'preset' not in recorded:
+        return None
+    return config.resumed_origin(recorded, args.preset, plan.overrides)
+
+
+def settle_config(model_dir, asked, override, origin=None):
     """The run's config: a new run's from config.py, a resumed run's from its config.json
     (config.settle decides on differing values). Writes nothing."""
     path = os.path.join(model_dir, config.CONFIG_FILE)
     saved = config.load_run_config(model_dir) if os.path.exists(path) else None
-    conf, changed = config.settle(saved, asked, override)
+    conf, changed = config.settle(saved, asked, override, origin)
     if changed:
         print(f'--override_config: changing {changed} of {path}.')
     return conf
 
 
-def run_options(args, plan):
-    """The options recorded in run.json (loop.Run adds the number of training images)."""
+def run_options(args, plan, origin=None):
+    """The options recorded in run.json (loop.Run adds the number of training images),
+    with the config's origin (config_origin) when it has one."""
     labels = {} if plan.labels_file is None else {'labels': plan.labels_file}
-    return {'file_pattern': plan.file_pattern, **labels, 'precision': args.precision,
-            'grad_accum': args.grad_accum, 'strategy': args.strategy, 'seed': args.seed,
-            'jit': args.jit, 'total_iter': plan.total_iter}
+    return {**(origin or {}), 'file_pattern': plan.file_pattern, **labels,
+            'precision': args.precision, 'grad_accum': args.grad_accum,
+            'strategy': args.strategy, 'seed': args.seed, 'jit': args.jit,
+            'total_iter': plan.total_iter}
 
 
-def settle_run_options(model_dir, options, override):
-    """The run's options; on resume, those in run.json that differ from the command's
-    stop the run unless `override` (a new total_iter only extends or shortens the run).
-    Writes nothing."""
+def read_run_file(model_dir):
+    """The options recorded in model_dir/run.json, or None for a run without one."""
     path = os.path.join(model_dir, config.RUN_FILE)
     if not os.path.isfile(path):
-        return options
+        return None
     try:
         with open(path) as f:
-            saved = json.load(f)
+            return json.load(f)
     except (OSError, ValueError) as e:
         raise config.ConfigError(f'cannot read {path} ({e}); remove it to resume') from None
+
+
+def settle_run_options(model_dir, options, override, saved):
+    """The run's options; on resume, those in run.json (`saved`) that differ from the
+    command's stop the run unless `override` (a new total_iter only extends or shortens
+    the run). Writes nothing."""
+    path = os.path.join(model_dir, config.RUN_FILE)
+    if saved is None:
+        return options
     differing = [k for k in KEPT_OPTIONS if k in saved and saved[k] != options.get(k)]
     if differing and not override:
         details = ', '.join(f'{k}: {saved[k]!r} in {config.RUN_FILE}, {options.get(k)!r} asked'
@@ -227,13 +250,15 @@ def main(argv=None):
         check_paths(args)
         plan = resolve_run(args)
         check_steps_per_call(args.steps_per_call, plan)
-        conf = settle_config(plan.model_dir, plan.asked, args.override_config)
+        recorded = read_run_file(plan.model_dir)
+        origin = config_origin(args, plan, recorded)
+        conf = settle_config(plan.model_dir, plan.asked, args.override_config, origin)
         plan = with_data_for(plan, conf)
         if plan.labels_file and not conf['n_classes']:
             raise cli.UsageError(f'--labels {plan.labels_file} is for class-conditional runs: '
                                  f'add --set n_classes=K (K = the number of classes)')
-        options = settle_run_options(plan.model_dir, run_options(args, plan),
-                                     args.override_config)
+        options = settle_run_options(plan.model_dir, run_options(args, plan, origin),
+                                     args.override_config, recorded)
     except (config.ConfigError, cli.UsageError) as e:
         return cli.fail(e)
     cli.quiet(args.verbose)

@@ -120,3 +120,42 @@ def test_load_run_config_names_the_problem(tmp_path):
     (tmp_path / 'config.json').write_text('{"img_size": 48}')
     with pytest.raises(config.ConfigError, match='img_size=48'):
         config.load_run_config(str(tmp_path))
+
+
+def test_settle_compares_a_resumed_run_with_what_config_py_gives_now(monkeypatch):
+    origin = {'preset': 'tiny', 'set': {'batch_size': 8}}
+    saved = config.get_config('tiny', batch_size=8)
+    # Same command, or no --preset/--set at all: the recorded origin decides, nothing differs.
+    assert config.settle(saved, config.requested('tiny', {'batch_size': 8}), origin=origin) == (
+        saved, [])
+    resumed = config.resumed_origin(origin, None, {})
+    assert resumed == origin and config.settle(saved, {}, origin=resumed) == (saved, [])
+    # An edited default that the preset does not set: named, with config.py as its source.
+    monkeypatch.setitem(config.DEFAULTS, 'ema_decay', 0.99)
+    with pytest.raises(config.ConfigError) as refused:
+        config.settle(saved, {}, origin=resumed)
+    assert str(refused.value).startswith(
+        "the run's config.json differs from config.py (ema_decay: 0.999 in config.json, "
+        "0.99 in config.py).")
+    assert '--override_config' in str(refused.value)
+    conf, changed = config.settle(saved, {}, override=True, origin=resumed)
+    assert changed == ['ema_decay'] and conf == {**saved, 'ema_decay': 0.99}
+    # An edited preset value and a --set value together: each named with its source.
+    monkeypatch.setitem(config.PRESETS['tiny'], 'd_mlp', 64)
+    asked = {'g_lr': 1e-3}
+    with pytest.raises(config.ConfigError) as both:
+        config.settle(saved, asked, origin=config.resumed_origin(origin, None, asked))
+    assert ('differs from config.py and the requested config (d_mlp: 128 in config.json, 64 '
+            'in config.py, ema_decay: 0.999 in config.json, 0.99 in config.py, g_lr: 0.0002 in '
+            'config.json, 0.001 asked)') in str(both.value)
+    # A run without a recorded origin (older runs, the authors' folders): today's rule.
+    assert config.settle(saved, {}) == (saved, [])
+
+
+def test_resumed_origin_keeps_the_recorded_preset_and_layers_the_command():
+    origin = {'preset': 'tiny', 'set': {'batch_size': 8}}
+    assert config.resumed_origin(origin, 'tiny', {'g_lr': 1e-3}) == {
+        'preset': 'tiny', 'set': {'batch_size': 8, 'g_lr': 1e-3}}
+    # Another preset: its values join the --set values, after the recorded ones.
+    assert config.resumed_origin(origin, 'demo', {}) == {
+        'preset': 'tiny', 'set': {'batch_size': 8, **config.PRESETS['demo']}}

@@ -16,6 +16,7 @@ from PIL import Image
 
 import checkpoints
 import cli
+import config
 import data
 import loop
 import utils
@@ -104,6 +105,8 @@ def test_trains_writes_everything_and_resumes(shapes, tmp_path):
     assert {'d_loss', 'g_loss', 'gp', 'cr', 'real_acc', 'fake_acc', 'images_per_sec'} <= set(
         logged[0])
     assert json.load(open(f'{model_dir}/config.json'))['batch_size'] == 8
+    recorded = json.load(open(f'{model_dir}/run.json'))  # what config.py gives it on resume
+    assert recorded['preset'] == 'tiny' and recorded['set'] == {'batch_size': 8}
     # The last lines point to the newest sample grid and to the tools to look further.
     named = first.stdout.split('samples:', 1)[1].split()[0]
     assert named == f'{model_dir}/images/samples-{32:09d}.png' and os.path.exists(named)
@@ -146,6 +149,41 @@ def test_config_conflict_on_resume_is_refused_then_overridden(shapes, tmp_path):
                          '--set', 'batch_size=4', '--override_config', '--no_fid', '--no-jit')
     assert accepted.returncode == 0, accepted.stderr[-3000:]
     assert json.load(open(os.path.join(model_dir, 'config.json')))['batch_size'] == 4
+
+
+def run_train_with_edited_defaults(edits, *args):
+    """train.py's main after a user edited config.py's DEFAULTS (patched in the subprocess,
+    config.py itself untouched)."""
+    env = {**os.environ, 'CUDA_VISIBLE_DEVICES': ''}
+    code = ('import sys, config, train; config.DEFAULTS.update(%r); '
+            'sys.exit(train.main(%r))' % (edits, list(args)))
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=600, env=env, cwd=ROOT)
+
+
+def test_an_edited_config_py_is_named_on_resume_then_applied(shapes, tmp_path):
+    # A run of `--preset tiny --set batch_size=8` as train.py records it (test above: the
+    # files it writes): config.json and run.json with the preset and the --set values.
+    model_dir = tmp_path / 'run'
+    model_dir.mkdir()
+    utils.write_json(str(model_dir / 'config.json'), config.get_config('tiny', batch_size=8))
+    utils.write_json(str(model_dir / 'run.json'), {'preset': 'tiny', 'set': {'batch_size': 8}})
+    common = ['--file_pattern', shapes, '--model_dir', str(model_dir), '--fid_inter', '1',
+              '--total_iter', '1', '--no_fid', '--no-jit']
+    # The same command after editing a default that the preset does not set: refused.
+    edited = {'ema_decay': 0.99}
+    refused = run_train_with_edited_defaults(edited, *common, '--preset', 'tiny',
+                                             '--set', 'batch_size=8')
+    assert_clean_error(refused, 'differs from config.py (ema_decay: 0.999 in config.json, '
+                                '0.99 in config.py)', '--override_config')
+    # Without --preset/--set the recorded ones apply: only the edit is applied.
+    applied = run_train_with_edited_defaults(edited, *common, '--override_config')
+    assert applied.returncode == 0, applied.stderr[-3000:]
+    assert "--override_config: changing ['ema_decay']" in applied.stdout
+    conf = json.load(open(model_dir / 'config.json'))
+    assert conf['ema_decay'] == 0.99 and conf['batch_size'] == 8 and conf['img_size'] == 32
+    recorded = json.load(open(model_dir / 'run.json'))
+    assert recorded['preset'] == 'tiny' and recorded['set'] == {'batch_size': 8}
 
 
 def test_bad_inputs_give_one_line_errors(tmp_path, shapes):
