@@ -35,7 +35,7 @@ def test_failed_override_and_other_options_leave_the_run_as_it_was(shapes, tmp_p
     run_file = json.load(open(os.path.join(model_dir, 'run.json')))
     assert run_file == {'file_pattern': shapes, 'precision': 'fp32', 'grad_accum': 1,
                         'strategy': 'default', 'seed': None, 'jit': False, 'total_iter': 2,
-                        'n_train_images': 48}
+                        'n_train_images': 48, 'preset': 'tiny', 'set': {'batch_size': 8}}
     before = _files(model_dir)
     # Shapes that do not fit the checkpoint: refused before config.json is touched.
     misfit = run_train(*common, '--total_iter', '3', '--override_config',
