@@ -271,3 +271,47 @@ def test_four_steps_in_one_call_equal_four_single_steps(lazy_gan, fixture_dir):
     for a, b in zip(_all_weights(lazy_gan), single_weights):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
     assert int(lazy_gan.d_optimizer.iterations.numpy()) == 6
+
+
+def test_bcr_term_of_a_d_step_matches_its_definition(monkeypatch):
+    """SPEC §5: cr = cr_weight * [MSE(D(x), D(T(x))) + MSE(D(G(z)), D(T(G(z))))], the MSE
+    over the 25 logits then the batch; D(x) and D(G(z)) are separate D calls, T(x) and
+    T(G(z)) one concatenated call (D's BatchNorm uses each call's batch statistics). T is
+    drawn here by fixed seeds: the step's first augmentation is the reals', the second
+    the fakes'."""
+    import diffaug
+    import keras
+    conf = config.get_config('tiny', batch_size=4, bcr=True, cr_weight=0.3,
+                             policy='color,translation,cutout')
+    augment, calls = diffaug.diff_augment, []
+
+    def fixed_draws(x, policy, seed=None):  # reals: seed (7, 0), fakes: seed (7, 1)
+        calls.append(policy)
+        return augment(x, policy, seed=tf.constant([7, (len(calls) - 1) % 2]))
+
+    monkeypatch.setattr(diffaug, 'diff_augment', fixed_draws)
+    keras.utils.set_random_seed(0)
+    gan = trainer.LadaGAN(conf, jit_compile=False)
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32))
+    z_d, z_g = (rng.standard_normal((4, conf['noise_dim'])).astype(np.float32) for _ in range(2))
+
+    # The formula, on the weights before the step (the D update comes after its loss).
+    d = lambda images: gan.discriminator(images, training=True).numpy().reshape(
+        len(images), -1)
+    fake = gan.generator(z_d, training=True)[0]
+    t_x, t_fake = (augment(v, conf['policy'], seed=tf.constant([7, i]))
+                   for i, v in enumerate((x, fake)))
+    d_t_x, d_t_fake = np.split(d(tf.concat([t_x, t_fake], axis=0)), 2)
+    assert d(x).shape == (4, 25)
+    mse = lambda a, b: np.mean(np.mean((a - b) ** 2, axis=1))
+    real_term, fake_term = mse(d(x), d_t_x), mse(d(fake), d_t_fake)
+    expected = 0.3 * (real_term + fake_term)
+    # Non-trivial, and other pairings or weights would give other values.
+    wrong = [0.3 * (mse(d(x), d_t_fake) + mse(d(fake), d_t_x)), 0.1 * (real_term + fake_term),
+             0.3 * 2 * real_term, 0.3 * 2 * fake_term]
+    assert expected > 1e-4 and all(abs(w - expected) > 0.05 * expected for w in wrong)
+
+    metrics = gan.train_step(x, z_d, z_g)
+    assert len(calls) == 2  # the D step's two augmentations; with bCR the G step has none
+    assert metrics['cr'] == pytest.approx(expected, rel=1e-4)
