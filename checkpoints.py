@@ -1,6 +1,7 @@
 """Checkpoints: the authors' checkpoint format, finding and restoring checkpoints, loading
 a trained generator or discriminator, and downloading the authors' released weights.
 """
+import dataclasses
 import functools
 import os
 import re
@@ -9,6 +10,7 @@ import socket
 import urllib.parse
 import urllib.request
 
+import numpy as np
 import tensorflow as tf
 
 import config as config_lib
@@ -110,6 +112,12 @@ def check_checkpoint_matches(checkpoint_path, name, variables):
                 f'this config')
 
 
+def has_variable(checkpoint_path, name):
+    """Whether the checkpoint holds the variable saved under `name` (make_checkpoint's)."""
+    return f'{name}{_VALUE_SUFFIX}' in tf.train.load_checkpoint(
+        checkpoint_path).get_variable_to_shape_map()
+
+
 def restore_checkpoint(checkpoint_path, **objects):
     """Restores the named objects (as for make_checkpoint) from one checkpoint file."""
     for name, value in objects.items():
@@ -206,6 +214,90 @@ def load_discriminator(model_dir, checkpoint_path=None):
     discriminator = model_lib.build_discriminator(conf)
     restore_checkpoint(checkpoint_path, discriminator=checkpoint_variables(discriminator))
     return discriminator
+
+
+def resumable_checkpoint(model_dir):
+    """The checkpoint a run in model_dir resumes from: the newest one that a state file of
+    training-checkpoints/ (else best-training-checkpoints/) lists, or None for a new run.
+    A save cut short is never listed (the state file is rewritten after the save)."""
+    paths = (tf.train.latest_checkpoint(os.path.join(model_dir, subdir))
+             for subdir in (TRAINING_DIR, BEST_DIR))
+    return next(filter(None, paths), None)
+
+
+# ---------------------------------------------------------------------------------------
+# Starting a run from another model's weights (train.py --init_from)
+# ---------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class InitSource:
+    """The weights a new run starts from."""
+    source: str      # as given: a released model's name, a run folder or a checkpoint path
+    model_dir: str   # the folder of its config.json
+    checkpoint: str  # the ckpt-<n> path prefix read
+    config: dict     # its validated config
+
+
+def resolve_init_source(source, local_dir=None, cache_dir=None, download_fn=None):
+    """The InitSource of train.py --init_from SOURCE: a released model's name (downloaded,
+    or read from the cache, as generate.py --pretrained does), a run folder (the
+    checkpoint generate.py reads: find_checkpoint's), or a ckpt-<n> path prefix in a run
+    folder's checkpoint directory. Raises CheckpointError saying what is wrong."""
+    if source in PRETRAINED:
+        model_dir = download_pretrained(source, local_dir=local_dir, cache_dir=cache_dir,
+                                        download_fn=download_fn)
+        checkpoint = find_checkpoint(model_dir)
+    elif os.path.isdir(source):
+        model_dir, checkpoint = source, find_checkpoint(source)
+    elif os.path.isfile(source + '.index'):
+        checkpoint = source
+        model_dir = os.path.dirname(os.path.dirname(os.path.abspath(source)))
+    else:
+        raise CheckpointError(
+            f"--init_from {source}: not a released model ({', '.join(PRETRAINED)}), a run "
+            f'folder, or a checkpoint (the ckpt-<n> path prefix of its .index file)')
+    return InitSource(source, model_dir, checkpoint, _model_config(model_dir))
+
+
+def load_for_init(checkpoint_path, objects, conditional_from_unconditional=False):
+    """Assigns the networks' variables ({checkpoint name: {path: variable}}, as for
+    make_checkpoint) from another run's checkpoint; returns the paths left as they were.
+
+    conditional_from_unconditional: the checkpoint's model has no classes. Its class
+    embeddings are missing and stay fresh; G's kernels that read [z, e(label)] have the
+    checkpoint's rows for z and zeros for e(label), so G starts as the checkpoint's G
+    for every class. Otherwise every variable must be in the checkpoint with its shape.
+    """
+    reader = tf.train.load_checkpoint(checkpoint_path)
+    shapes = reader.get_variable_to_shape_map()
+    fresh = []
+    for name, variables in objects.items():
+        if not conditional_from_unconditional:
+            check_checkpoint_matches(checkpoint_path, name, variables)
+        for path, variable in variables.items():
+            key = f'{name}/{path}{_VALUE_SUFFIX}'
+            if key not in shapes:
+                if not path.startswith('class_embedding/'):
+                    raise CheckpointError(f'{checkpoint_path} has no variable {name}/{path}')
+                fresh.append(f'{name}/{path}')
+                continue
+            value = reader.get_tensor(key)
+            if value.shape != tuple(variable.shape):
+                value = _widened(value, variable, f'{checkpoint_path}: {name}/{path}')
+            variable.assign(value)
+    return fresh
+
+
+def _widened(value, variable, where):
+    """A kernel of the unconditional model read into one that also reads e(label): its
+    rows first, zeros for the new rows."""
+    shape = tuple(variable.shape)
+    if len(shape) != len(value.shape) or shape[1:] != value.shape[1:] or (
+            shape[0] != 2 * value.shape[0]):
+        raise CheckpointError(f'{where} has shape {list(value.shape)}, the new run '
+                              f'{list(shape)}: the models differ in more than the classes')
+    return np.concatenate([value, np.zeros((shape[0] - value.shape[0], *shape[1:]),
+                                           value.dtype)])
 
 
 # ---------------------------------------------------------------------------------------

@@ -63,13 +63,32 @@ DEFAULTS = {
     'r1_interval': 1,                # R1 on every k-th D step, weight x k (lazy R1; authors: 1)
     'n_classes': 0,                  # 0: unconditional (authors); K: class-conditional G and D
     'spectral_norm': 'none',         # spectral normalisation of 'g', 'd', 'both' or 'none'
+    # FreezeD (Mo et al. 2020), for fine-tuning (train.py --init_from): D's first N blocks,
+    # counting from the image, keep their weights. D's blocks are the input conv (1), the
+    # down blocks (one per d_enc_dim entry after the first), then the Ladaformer with its
+    # positional embedding; the output head always trains, so N is 0 (all train) to
+    # len(d_enc_dim) + 1. BatchNorm statistics of frozen blocks still follow the batches
+    # (D trains in training mode, which normalises with the batch's own statistics).
+    'freeze_d': 0,
+    # Adaptive augmentation (ADA, Karras et al. 2020): 0 is off (the authors' DiffAugment on
+    # every image); a target in (0, 1) applies the policy to each image with probability p,
+    # moved every 4 steps toward r_t = E[sign(D(real))] = target by ± (images of the 4
+    # steps) / (ada_kimg * 1000), so p can go from 0 to 1 in ada_kimg thousand images.
+    'ada_target': 0,
+    'ada_kimg': 20,                  # ADA's 500 suits runs of millions of images; 20 ~600 steps of 32
 }
 
 # Keys added by this project: the authors' config.json files do not have them, and
 # they take their default values when such a file is loaded.
 OUR_KEYS = ('ema_init', 'ema_warmup', 'antialias',
             'g_attention', 'd_attention', 'n_latents', 'latent_dim', 'crop', 'r1_interval',
-            'n_classes', 'spectral_norm')
+            'n_classes', 'spectral_norm', 'freeze_d', 'ada_target', 'ada_kimg')
+
+# Keys that set the networks' variables (their shapes or which exist): a run started from
+# another model's weights (train.py --init_from) takes them from that model's config.
+ARCHITECTURE_KEYS = ('img_size', 'noise_dim', 'g_dim', 'g_heads', 'g_mlp', 'd_enc_dim',
+                     'd_out_dim', 'd_heads', 'd_mlp', 'dec_dim', 'g_attention', 'd_attention',
+                     'n_latents', 'latent_dim', 'spectral_norm', 'n_classes')
 
 _FFHQ_128 = {
     'img_size': 128,
@@ -157,6 +176,31 @@ def get_config(preset=None, **overrides):
     return validate({**copy.deepcopy(DEFAULTS), **requested(preset, overrides)})
 
 
+def started_from(source, asked, what):
+    """The config of a new run whose networks start from those of a model with config
+    `source` (train.py --init_from `what`): the source's ARCHITECTURE_KEYS, the other keys
+    from DEFAULTS and `asked` as for any new run. n_classes may go from 0 to K (a
+    conditional run from an unconditional model), not from K to another value. Raises
+    ConfigError naming the asked architecture values that differ from the source's."""
+    arch = {key: source[key] for key in ARCHITECTURE_KEYS}
+    if source['n_classes'] and asked.get('n_classes', source['n_classes']) == 0:
+        raise ConfigError(
+            f"--init_from {what} is class-conditional (n_classes={source['n_classes']}): a "
+            f'run started from it is conditional too; drop --set n_classes=0, or train from '
+            f'scratch')
+    if not source['n_classes'] and asked.get('n_classes'):
+        arch['n_classes'] = asked['n_classes']
+    differing = [key for key in ARCHITECTURE_KEYS if key in asked and asked[key] != arch[key]]
+    if differing:
+        details = ', '.join(f'{key}: {asked[key]!r} asked, {arch[key]!r} in the source'
+                            for key in differing)
+        raise ConfigError(
+            f'--init_from {what}: the architecture comes from its {CONFIG_FILE}, and '
+            f'--preset/--set change it ({details}). Drop those values, or train from '
+            f'scratch without --init_from.')
+    return get_config(**{**asked, **arch})
+
+
 def from_saved(saved):
     """Config from a saved config.json dict (the authors' or ours), validated."""
     return validate({**copy.deepcopy(DEFAULTS), **saved})
@@ -212,6 +256,16 @@ def validate(config):
     for key in ('g_attention', 'd_attention'):
         _check(c[key] in ATTENTIONS, key, c[key], f"one of {list(ATTENTIONS)}")
     _check(c['crop'] in CROPS, 'crop', c['crop'], f"one of {list(CROPS)}")
+    _check(_is_int(c['freeze_d']) and 0 <= c['freeze_d'] <= n_stages + 1, 'freeze_d',
+           c['freeze_d'], f"an integer from 0 to {n_stages + 1}, D's blocks before its output "
+           f"head at img_size {c['img_size']} (input conv, {n_stages - 1} down blocks, "
+           f"Ladaformer)")
+    _check(_is_number(c['ada_target']) and 0 <= c['ada_target'] < 1, 'ada_target',
+           c['ada_target'], 'a number in (0, 1), or 0 for off')
+    _check(not c['ada_target'] or policy_ops(c['policy']), 'ada_target', c['ada_target'],
+           "0 (off) when policy is '': ADA applies the DiffAugment policy")
+    _check(_is_number(c['ada_kimg']) and c['ada_kimg'] > 0, 'ada_kimg', c['ada_kimg'],
+           'a positive number')
     return config
 
 

@@ -102,21 +102,42 @@ class Run:
             print(f'FID off: {e}')
             return None
 
-    def restore(self):
+    def restore(self, source=None):
         """Resumes from the newest regular checkpoint (else the best); returns start iter.
+        A new run starts from the weights of `source` (a checkpoints.InitSource) if given.
         Raises CheckpointError when the checkpoint does not fit the config. Writes nothing.
 
         Only checkpoints recorded in a manager's state file count: that file is rewritten
         atomically after a save completes, so a save cut short is never picked up."""
-        path = next(filter(None, map(tf.train.latest_checkpoint, self.restore_dirs)), None)
+        path = checkpoints.resumable_checkpoint(self.plan.model_dir)
         if not path:
             print(f'Starting a new run in {self.plan.model_dir}')
+            if source is not None:
+                self._start_from(source)
             return 1
-        checkpoints.restore_checkpoint(path, **self.gan.checkpoint_objects())
+        objects = self.gan.checkpoint_objects()
+        if 'ada_p' in objects and not checkpoints.has_variable(path, 'ada_p'):
+            print(f'{path} was saved without adaptive augmentation: its p starts at 0.')
+            del objects['ada_p']
+        checkpoints.restore_checkpoint(path, **objects)
         self.gan.apply_learning_rates()
         n_images = int(self.gan.n_images.numpy())
         print(f'Resumed from {path} at {n_images:,} images (best FID {self._best_fid_text()})')
         return n_images // self.conf['batch_size'] + 1
+
+    def _start_from(self, source):
+        """G, EMA G and D from the source's checkpoint (--init_from); the optimizers, the
+        image count, the FIDs and ADA's p keep their fresh values."""
+        gan = self.gan
+        widen = bool(self.conf['n_classes']) and not source.config['n_classes']
+        fresh = checkpoints.load_for_init(source.checkpoint, {
+            name: checkpoints.checkpoint_variables(getattr(gan, name))
+            for name in ('generator', 'ema_generator', 'discriminator')}, widen)
+        print(f'Weights of G, EMA G and D from --init_from {source.source} '
+              f'({source.checkpoint}); optimizers, image count and best FID start fresh.')
+        if widen:
+            print(f'The source is unconditional: the class embeddings of G and D start fresh '
+                  f'({len(fresh)} variables), and G reads them with weights starting at 0.')
 
     def _best_fid_text(self):
         best = float(self.gan.best_fid.numpy())

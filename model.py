@@ -251,6 +251,13 @@ class Discriminator(keras.Model):
             _conv(out_dim[1], 1, use_bias=False, padding='valid'), layers.LeakyReLU(0.2),
             _conv(1, 4, use_bias=False, padding='valid')])
 
+    def blocks(self):
+        """D's blocks counting from the image, the units of config freeze_d: the input
+        conv, each down block, then the Ladaformer with its positional embedding (each a
+        list of layers). The output head (conv_4, down_4, a class embedding) is not one."""
+        return [[self.inp_conv], *[[block] for block in self.encoder],
+                [self.pos_emb_8, self.block_8]]
+
     def build(self, x_shape):
         self.inp_conv.build(x_shape)
         size, channels = self.img_size, self.enc_dim[0]

@@ -51,6 +51,14 @@ def parse_args(argv=None):
                         help="override one config value, e.g. --set batch_size=64 "
                              "--set 'g_dim=[256,128,64]' (JSON values, quoted for the shell); "
                              'repeatable')
+    parser.add_argument('--init_from', default=None, metavar='SOURCE',
+                        help="start a new run from the weights (G, EMA G, D) of SOURCE: a "
+                             f"released model ({', '.join(config.PRETRAINED)}; downloaded as "
+                             'generate.py --pretrained does), a run folder (its checkpoint '
+                             'that generate.py reads) or a ckpt-<n> path. Its config.json '
+                             'sets the architecture; optimizers and the image count start '
+                             'fresh. A folder that already holds a checkpoint resumes instead '
+                             '(docs/few-shot.md)')
     parser.add_argument('--override_config', action='store_true',
                         help="on resume, config.json decides and a value of --preset/--set "
                              "or of config.py (for the run's recorded preset and --set) "
@@ -191,9 +199,44 @@ def config_origin(args, plan, recorded):
     return config.resumed_origin(recorded, args.preset, plan.overrides)
 
 
-def settle_config(model_dir, asked, override, origin=None):
-    """The run's config: a new run's from config.py, a resumed run's from its config.json
-    (config.settle decides on differing values). Writes nothing."""
+def init_source(args, plan):
+    """The checkpoints.InitSource of --init_from for a new run; None without --init_from
+    or when the run folder holds a checkpoint (it resumes, saying --init_from is not
+    read). Imports TensorFlow; raises cli.UsageError when SOURCE cannot be used."""
+    if args.init_from is None:
+        return None
+    cli.quiet(args.verbose)
+    cli.import_tensorflow()
+    import checkpoints
+    resumed = checkpoints.resumable_checkpoint(plan.model_dir)
+    if resumed:
+        print(f'--init_from {args.init_from} not read: {plan.model_dir} holds a checkpoint '
+              f'({resumed}), so this resumes that run. Give another --model_dir for a new '
+              f'run.')
+        return None
+    try:
+        return checkpoints.resolve_init_source(args.init_from)
+    except checkpoints.CheckpointError as e:
+        raise cli.UsageError(e) from None
+
+
+def asked_from_source(args, plan):
+    """The values asked of a run started from another model: without --preset, the
+    generated data's implicit preset gives the training values only (the architecture
+    is the source's)."""
+    if args.preset is not None:
+        return plan.asked
+    overrides = parse_overrides(args.overrides)
+    return {k: v for k, v in plan.asked.items()
+            if k in overrides or k not in config.ARCHITECTURE_KEYS}
+
+
+def settle_config(model_dir, asked, override, origin=None, source=None):
+    """The run's config: a new run's from config.py (with --init_from, the architecture
+    from the source), a resumed run's from its config.json (config.settle decides on
+    differing values). Writes nothing."""
+    if source is not None:
+        return config.started_from(source.config, asked, source.source)
     path = os.path.join(model_dir, config.CONFIG_FILE)
     saved = config.load_run_config(model_dir) if os.path.exists(path) else None
     conf, changed = config.settle(saved, asked, override, origin)
@@ -202,10 +245,12 @@ def settle_config(model_dir, asked, override, origin=None):
     return conf
 
 
-def run_options(args, plan, origin=None):
+def run_options(args, plan, origin=None, source=None):
     """The options recorded in run.json (loop.Run adds the number of training images),
-    with the config's origin (config_origin) when it has one."""
+    with the config's origin (config_origin) when it has one and the --init_from source."""
     labels = {} if plan.labels_file is None else {'labels': plan.labels_file}
+    if source is not None:
+        labels['init_from'] = {'source': source.source, 'checkpoint': source.checkpoint}
     return {**(origin or {}), 'file_pattern': plan.file_pattern, **labels,
             'precision': args.precision, 'grad_accum': args.grad_accum,
             'strategy': args.strategy, 'seed': args.seed, 'jit': args.jit,
@@ -241,7 +286,8 @@ def settle_run_options(model_dir, options, override, saved):
             f'the new ones.')
     if differing:
         print(f'--override_config: changing {differing} of {path}.')
-    return options
+    started = {'init_from': saved['init_from']} if 'init_from' in saved else {}
+    return {**started, **options}  # a resumed run keeps the record of its start
 
 
 def main(argv=None):
@@ -251,13 +297,19 @@ def main(argv=None):
         plan = resolve_run(args)
         check_steps_per_call(args.steps_per_call, plan)
         recorded = read_run_file(plan.model_dir)
+        source = init_source(args, plan)
+        started_from_source = source is not None or 'init_from' in (recorded or {})
+        asked = asked_from_source(args, plan) if started_from_source else plan.asked
         origin = config_origin(args, plan, recorded)
-        conf = settle_config(plan.model_dir, plan.asked, args.override_config, origin)
+        conf = settle_config(plan.model_dir, asked, args.override_config, origin, source)
+        if source is not None:  # what config.py gives it on resume: with the source's shapes
+            origin = {'preset': plan.preset, 'set': {
+                **plan.overrides, **{key: conf[key] for key in config.ARCHITECTURE_KEYS}}}
         plan = with_data_for(plan, conf)
         if plan.labels_file and not conf['n_classes']:
             raise cli.UsageError(f'--labels {plan.labels_file} is for class-conditional runs: '
                                  f'add --set n_classes=K (K = the number of classes)')
-        options = settle_run_options(plan.model_dir, run_options(args, plan, origin),
+        options = settle_run_options(plan.model_dir, run_options(args, plan, origin, source),
                                      args.override_config, recorded)
     except (config.ConfigError, cli.UsageError) as e:
         return cli.fail(e)
@@ -283,7 +335,7 @@ def main(argv=None):
                 else:
                     data.make_shapes_dataset(DEFAULT_DATA_DIR)
             run = loop.Run(args, plan, conf)  # checks the data and the model; writes nothing
-            start = run.restore()
+            start = run.restore(source)
             run.remove_leftovers()
             run.write_run_files(options)
             run.summary(start)

@@ -24,6 +24,10 @@ import model as model_lib
 # real_acc / fake_acc: the authors' names for the mean D logit of the real images and of
 # the G step's fakes (not accuracies).
 METRIC_NAMES = ('g_loss', 'd_loss', 'gp', 'd_total', 'real_acc', 'fake_acc', 'cr')
+# With adaptive augmentation (config ada_target): p, the probability that an image is
+# augmented, and ada_r, the overfitting heuristic r_t = E[sign(D(real))] that moves it.
+ADA_METRIC_NAMES = ('ada_p', 'ada_r')
+ADA_INTERVAL = 4  # steps between two adjustments of p, as ADA's
 # fid / best_fid before any FID is measured: the authors' placeholder, kept so that their
 # checkpoints and ours hold the same values. Show it as "none yet", never as a number.
 NO_FID_YET = 10000.0
@@ -194,20 +198,34 @@ class LadaGAN:
             self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer)
         self.g_optimizer.build(self.generator.trainable_weights)
         self.d_optimizer.build(self.discriminator.trainable_weights)
+        # FreezeD: the optimizer keeps a slot for every weight (the checkpoint layout of any
+        # run), but only the unfrozen ones get gradients and updates.
+        frozen = {id(v) for block in self.discriminator.blocks()[:c['freeze_d']]
+                  for layer in block for v in layer.trainable_weights}
+        self.d_variables = [v for v in self.discriminator.trainable_weights
+                            if id(v) not in frozen]
         self.d_loss_fn, self.g_loss_fn = LOSSES[c['loss']]
         self.n_images = tf.Variable(0, dtype=tf.int32, trainable=False)
         self.fid = tf.Variable(NO_FID_YET, dtype=tf.float32, trainable=False)
         self.best_fid = tf.Variable(NO_FID_YET, dtype=tf.float32, trainable=False)
         self.noise_rng = tf.random.Generator.from_non_deterministic_state()
         # Summed on the device by every step; read (one sync) by read_metrics.
-        self.metric_sums = {name: tf.Variable(0.0, trainable=False) for name in METRIC_NAMES}
+        self.ada = c['ada_target'] > 0
+        if self.ada:
+            self.ada_p = tf.Variable(0.0, trainable=False)  # checkpointed: see checkpoint_objects
+            self.ada_signs = tf.Variable(0.0, trainable=False)  # this interval's sum of E[sign]
+            self.ada_steps = tf.Variable(0, dtype=tf.int32, trainable=False)
+        names = METRIC_NAMES + (ADA_METRIC_NAMES if self.ada else ())
+        self.metric_sums = {name: tf.Variable(0.0, trainable=False) for name in names}
         self.metric_count = tf.Variable(0, dtype=tf.int32, trainable=False)
         self._compiled_steps, self._step_functions = {}, {}
 
     # --- checkpoints ----------------------------------------------------------------------
     def checkpoint_objects(self):
-        """Objects for checkpoints.make_checkpoint, under the authors' checkpoint names."""
-        return {
+        """Objects for checkpoints.make_checkpoint, under the authors' checkpoint names, and
+        with ADA its p (only then: the authors' layout stays as it was otherwise)."""
+        ada = {'ada_p': self.ada_p} if self.ada else {}
+        return {**ada,
             'g_optimizer': checkpoints.optimizer_variables(self.g_optimizer, self.generator),
             'd_optimizer': checkpoints.optimizer_variables(self.d_optimizer, self.discriminator),
             'generator': checkpoints.checkpoint_variables(self.generator),
@@ -356,7 +374,28 @@ class LadaGAN:
                       maximum_iterations=steps)
 
     def _augment(self, images, augment):
-        return diffaug.diff_augment(images, self.config['policy']) if augment else images
+        """The policy's DiffAugment; with ADA, each image augmented with probability p."""
+        if not augment:
+            return images
+        augmented = diffaug.diff_augment(images, self.config['policy'])
+        if not self.ada:
+            return augmented
+        chosen = tf.random.uniform([tf.shape(images)[0]]) < self.ada_p
+        return tf.where(chosen[:, None, None, None], augmented, images)
+
+    def adjust_ada(self, sign_mean):
+        """ADA's controller, on the device (no branch, no read to the host): adds one step's
+        E[sign(D(real))]; every ADA_INTERVAL steps, r_t is their mean and p moves by
+        sign(r_t - ada_target) x (the interval's images) / (ada_kimg x 1000), within [0, 1]."""
+        c = self.config
+        signs, steps = self.ada_signs + sign_mean, self.ada_steps + 1
+        due = steps >= ADA_INTERVAL
+        r_t = signs / tf.cast(steps, tf.float32)
+        speed = ADA_INTERVAL * c['batch_size'] / (c['ada_kimg'] * 1000)
+        moved = tf.clip_by_value(self.ada_p + tf.sign(r_t - c['ada_target']) * speed, 0.0, 1.0)
+        self.ada_p.assign(tf.where(due, moved, self.ada_p))
+        self.ada_signs.assign(tf.where(due, 0.0, signs))
+        self.ada_steps.assign(tf.where(due, 0, steps))
 
     def _step(self, real_images, noise_d, noise_g, augment, r1_scale=1):
         run = self.strategy.run
@@ -368,6 +407,9 @@ class LadaGAN:
         mean = tf.distribute.ReduceOp.MEAN
         metrics = {name: self.strategy.reduce(mean, value, axis=None)
                    for name, value in metrics.items()}
+        if self.ada:
+            metrics['ada_p'] = tf.identity(self.ada_p)  # the p this step augmented with
+            self.adjust_ada(metrics['ada_r'])
         for name, value in metrics.items():
             self.metric_sums[name].assign_add(value)
         self.metric_count.assign_add(1)
@@ -383,16 +425,20 @@ class LadaGAN:
                                         self.g_optimizer, (noise,), augment)
 
     def _accumulated_update(self, grads_fn, net, optimizer, batches, augment):
-        """Sums the gradients of grad_accum micro-batches, then applies them once."""
+        """Sums the gradients of grad_accum micro-batches, then applies them once to the
+        net's trained variables (all but FreezeD's frozen ones)."""
         total, metrics = None, []
         for micro in zip(*(_split(b, self.grad_accum) for b in batches)):
             grads, micro_metrics = grads_fn(*micro, augment, optimizer)
             grads = [_dense(g) for g in grads]
             total = grads if total is None else [t + g for t, g in zip(total, grads)]
             metrics.append(micro_metrics)
-        optimizer.apply_gradients(zip(total, net.trainable_weights))
+        optimizer.apply_gradients(zip(total, self._trained_variables(net)))
         return {name: tf.add_n([m[name] for m in metrics]) / self.grad_accum
                 for name in metrics[0]}
+
+    def _trained_variables(self, net):
+        return self.d_variables if net is self.discriminator else net.trainable_weights
 
     def _scaled(self, loss, optimizer):
         """The loss whose gradient, summed over replicas and micro-batches, is the
@@ -432,9 +478,10 @@ class LadaGAN:
             d_loss = self.d_loss_fn(real_logits, fake_logits)
             d_total = d_loss + gp + cr
             scaled = self._scaled(d_total, optimizer)
-        grads = tape.gradient(scaled, self.discriminator.trainable_weights)
+        grads = tape.gradient(scaled, self.d_variables)
+        ada = {'ada_r': tf.reduce_mean(tf.sign(real_logits))} if self.ada else {}
         return grads, {'d_loss': d_loss, 'gp': gp, 'd_total': d_total, 'cr': cr,
-                       'real_acc': tf.reduce_mean(real_logits)}
+                       'real_acc': tf.reduce_mean(real_logits), **ada}
 
     def _r1(self, images, labels, scale):
         weight = self.config['gp_weight'] * scale
