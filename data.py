@@ -1,23 +1,20 @@
-"""Training data: listing image files, checking their headers, decoding them, the tf.data
-pipeline, and the embedded dataset of generated shapes.
+"""Training data from the user's images: listing image files, checking their headers,
+class labels (folders or a labels file), decoding them, the tf.data pipeline. The
+generated shapes datasets are in shapes.py.
 """
 import collections
-import colorsys
 import concurrent.futures
 import csv
 import glob
-import io
 import json
 import os
-import struct
 import typing
 import warnings
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageDraw
 
-import utils
+import image_headers
 from config import CROPS
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
@@ -27,19 +24,6 @@ UNSUPPORTED_IMAGE_EXTENSIONS = ('.tif', '.tiff', '.heic', '.heif', '.avif', '.jp
 # Decoded float32 training images are cached in memory below this size (CIFAR-10 at 32 px:
 # 0.6 GiB); bigger sets (CelebA 64: 9.8 GiB) are decoded again every epoch.
 CACHE_LIMIT_BYTES = 2 * 1024 ** 3
-SHAPES_MARKER = '_complete.json'  # written last by make_shapes_dataset
-_SHAPES_VERSION = 1  # bump when the drawing changes, so old folders are regenerated
-# The labelled drawing's own version (the marker's 'labelled' entry): True was the
-# unlabelled drawing with one kind per image, 2 one shape of the class's hue (not of equal
-# areas).
-_LABELLED_SHAPES_VERSION = 3
-_SUPERSAMPLE = 4  # shapes are drawn at 4x and box-downsampled for smooth edges
-_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-_JPEG_SOI = b'\xff\xd8\xff'
-_HEAD_BYTES = 2048  # enough for a BMP header with a 256-colour palette
-# JPEG start-of-frame markers (they hold the size): C0-CF except DHT (C4), JPG (C8), DAC (CC).
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_EXIF_ORIENTATION_TAG = 0x0112
 
 
 class DataError(ValueError):
@@ -228,17 +212,11 @@ def _read_json(path, f):
     return pairs
 
 
-class ImageInfo(typing.NamedTuple):
-    """What the header check learns about one file, without decoding it."""
-    problem: typing.Optional[str] = None  # why it cannot be decoded; None when it looks right
-    size: typing.Optional[tuple] = None   # (width, height) as shown (after EXIF); None: unknown
-    orientation: int = 1                  # EXIF orientation 1-8 (JPEG); 1: as stored
-
-
 class ImageScan(typing.NamedTuple):
-    """check_images' findings: the usable files, their ImageInfo, the skipped files."""
+    """check_images' findings: the usable files, their image_headers.ImageInfo, the skipped
+    files."""
     files: list  # usable files, in the given order
-    infos: list  # ImageInfo of each usable file
+    infos: list  # image_headers.ImageInfo of each usable file
     bad: list    # (file, problem) of each skipped file
 
 
@@ -246,8 +224,8 @@ def check_images(files, max_workers=8):
     """Split files into (good_files, bad_files) by a fast header and trailer check.
 
     Per file only the first 2 KiB, the last 4 KiB and, for JPEG, the markers and EXIF tag
-    before the image data are read (threads hide the I/O latency; 100k files take
-    seconds): the content must be JPEG, PNG, GIF, BMP or WebP (by
+    before the image data are read (image_headers.inspect_file; threads hide the I/O
+    latency; 100k files take seconds): the content must be JPEG, PNG, GIF, BMP or WebP (by
     signature, whatever the extension), not truncated (JPEG end marker, PNG IEND chunk,
     GIF trailer, BMP pixel-array size, WebP RIFF size) and decodable by TensorFlow (BMP:
     uncompressed 24/32-bit, or 8-bit grayscale; 1/4/16-bit and colour-palette BMPs are not
@@ -268,7 +246,8 @@ def scan_images(files, max_workers=8):
     files = [os.fspath(f) for f in files]
     chunks = [files[i:i + 256] for i in range(0, len(files), 256)]  # a future per chunk, not file
     with concurrent.futures.ThreadPoolExecutor(max_workers) as pool:
-        infos = [i for chunk in pool.map(lambda c: [_inspect_image_file(f) for f in c], chunks)
+        infos = [i for chunk in pool.map(lambda c: [image_headers.inspect_file(f) for f in c],
+                                         chunks)
                  for i in chunk]
     good = [(f, info) for f, info in zip(files, infos) if info.problem is None]
     bad = [(f, info.problem) for f, info in zip(files, infos) if info.problem is not None]
@@ -282,186 +261,6 @@ def scan_images(files, max_workers=8):
                         f'{bad[0][1]}): check that the files are complete JPEG/PNG/GIF/BMP/WebP '
                         f'images.')
     return ImageScan([f for f, _ in good], [info for _, info in good], bad)
-
-
-def _image_file_problem(path):
-    """Why the file cannot be decoded, or None when its header and end look right."""
-    return _inspect_image_file(path).problem
-
-
-def _inspect_image_file(path):
-    """ImageInfo of one file from its first 2 KiB, last 4 KiB and (JPEG) its segments."""
-    try:
-        with open(path, 'rb') as f:
-            head = f.read(_HEAD_BYTES)
-            size = os.fstat(f.fileno()).st_size
-            f.seek(max(0, size - 4096))
-            problem = _header_problem(head, f.read(), size)
-            if problem is None and head.startswith(_JPEG_SOI):
-                jpeg_size, orientation = _jpeg_header(f, head)
-                return ImageInfo(None, jpeg_size, orientation)
-    except OSError as e:
-        return ImageInfo(f'unreadable: {e.strerror}')
-    return ImageInfo(problem, None if problem else _header_size(head))
-
-
-def _header_problem(head, tail, size):
-    """Why a file with this start, end and size cannot be decoded, or None."""
-    if size == 0:
-        return 'empty file'
-    if head.startswith(_JPEG_SOI):
-        # Entropy-coded data escapes 0xFF, so FF D9 (end of image) only appears as the marker.
-        return None if b'\xff\xd9' in tail else 'truncated JPEG (no end marker)'
-    if head.startswith(_PNG_SIGNATURE):
-        return None if b'IEND' in tail else 'truncated PNG (no IEND chunk)'
-    if head[:6] in (b'GIF87a', b'GIF89a'):
-        return None if tail.rstrip(b'\0').endswith(b';') else 'truncated GIF (no trailer)'
-    if head.startswith(b'BM'):
-        return _bmp_problem(head, size)
-    if head[:4] == b'RIFF' and head[8:12] == b'WEBP':
-        return _webp_problem(head, size)
-    return 'not a JPEG, PNG, GIF, BMP or WebP file'
-
-
-def _bmp_problem(head, size):
-    """What tf.io.decode_image gets wrong with this BMP (it reads only uncompressed 24/32-bit
-    pixels, and 8-bit ones as gray levels, ignoring the palette), or None."""
-    if len(head) < 34:
-        return 'truncated BMP header'
-    data_offset, header_size = struct.unpack_from('<II', head, 10)
-    width, height, _, bits, compression = struct.unpack_from('<iiHHI', head, 18)
-    if compression != 0:
-        return f'compressed BMP (compression type {compression}) is not supported'
-    if bits == 8:
-        palette = head[14 + header_size:data_offset]
-        if palette != bytes(b for i in range(len(palette) // 4) for b in (i, i, i, 0)):
-            return 'colour-palette BMP is not supported'
-    elif bits not in (24, 32):
-        return f'{bits}-bit BMP is not supported'
-    row_bytes = (abs(width) * bits + 31) // 32 * 4
-    if size < data_offset + row_bytes * abs(height):
-        return 'truncated BMP (pixel data too short)'
-    return None
-
-
-def _webp_problem(head, size):
-    """Truncation (the RIFF header gives the file size) or animation, else None."""
-    if len(head) < 21:
-        return 'truncated WebP header'
-    if size < struct.unpack_from('<I', head, 4)[0] + 8:
-        return 'truncated WebP (shorter than its RIFF size)'
-    if head[12:16] == b'VP8X' and head[20] & 0x02:
-        return 'animated WebP is not supported (TensorFlow cannot decode it safely)'
-    return None
-
-
-def _header_size(head):
-    """(width, height) of a PNG, GIF, BMP or WebP from its first bytes, or None."""
-    try:
-        if head.startswith(_PNG_SIGNATURE):
-            return struct.unpack_from('>II', head, 16)  # IHDR
-        if head[:6] in (b'GIF87a', b'GIF89a'):
-            return struct.unpack_from('<HH', head, 6)  # logical screen: TF's frame size
-        if head.startswith(b'BM'):
-            width, height = struct.unpack_from('<ii', head, 18)
-            return abs(width), abs(height)  # negative height: rows stored top-down
-        if head[:4] == b'RIFF' and head[8:12] == b'WEBP':
-            return _webp_size(head)
-    except struct.error:  # a header shorter than its format's
-        return None
-    return None
-
-
-def _webp_size(head):
-    chunk = head[12:16]
-    if chunk == b'VP8X':  # extended: 24-bit canvas width - 1 and height - 1
-        return (int.from_bytes(head[24:27], 'little') + 1,
-                int.from_bytes(head[27:30], 'little') + 1)
-    if chunk == b'VP8 ':  # lossy: 14-bit sizes after the frame tag and start code
-        width, height = struct.unpack_from('<HH', head, 26)
-        return width & 0x3FFF, height & 0x3FFF
-    if chunk == b'VP8L':  # lossless: 14-bit width - 1 and height - 1 after the signature
-        bits = int.from_bytes(head[21:25], 'little')
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    return None
-
-
-def _jpeg_header(f, head):
-    """((width, height) as shown, EXIF orientation) of a JPEG; size None when not found.
-
-    Walks the segments from the start: APP1 (EXIF) and SOF come before the image data,
-    but ICC profiles, thumbnails or comments can push them past `head`, so further bytes
-    are read from f as needed. Orientation 1 when there is no valid tag.
-    """
-    def read(offset, n):
-        if offset + n <= len(head):
-            return head[offset:offset + n]
-        f.seek(offset)
-        return f.read(n)
-
-    orientation, pos = 1, 2
-    while True:
-        marker = read(pos, 4)
-        if len(marker) < 4 or marker[0] != 0xFF or marker[1] in (0xD9, 0xDA):
-            return None, orientation  # damaged, or image data without a frame header
-        if marker[1] == 0xFF:  # fill byte before a marker
-            pos += 1
-            continue
-        length = int.from_bytes(marker[2:4], 'big')
-        if marker[1] in _SOF_MARKERS:
-            sof = read(pos + 5, 4)  # after length and sample precision: height, width
-            if len(sof) < 4:
-                return None, orientation
-            height, width = struct.unpack('>HH', sof)
-            return _shown_size((width, height), orientation), orientation
-        if marker[1] == 0xE1 and orientation == 1:
-            orientation = _exif_orientation(read, pos + 4, pos + 2 + length)
-        pos += 2 + max(length, 2)
-
-
-def _exif_orientation(read, start, end):
-    """The IFD0 orientation tag of an APP1 payload at [start, end), 1 if absent/invalid."""
-    if read(start, 6) != b'Exif\0\0':
-        return 1  # another APP1 (XMP)
-    tiff = start + 6
-    header = read(tiff, 8)
-    if len(header) < 8 or header[:2] not in (b'II', b'MM'):
-        return 1
-    order = '<' if header[:2] == b'II' else '>'
-    ifd = tiff + struct.unpack_from(order + 'I', header, 4)[0]
-    count = read(ifd, 2)
-    if len(count) < 2 or ifd + 2 > end:
-        return 1
-    n = min(struct.unpack(order + 'H', count)[0], (end - ifd - 2) // 12)
-    entries = read(ifd + 2, 12 * n)
-    for i in range(len(entries) // 12):
-        tag, kind = struct.unpack_from(order + 'HH', entries, 12 * i)
-        if tag == _EXIF_ORIENTATION_TAG and kind == 3:  # SHORT, first in its value field
-            value = struct.unpack_from(order + 'H', entries, 12 * i + 8)[0]
-            return value if 1 <= value <= 8 else 1
-    return 1
-
-
-def _shown_size(size, orientation):
-    # Orientations 5-8 turn the image by 90 degrees: width and height swap.
-    return (size[1], size[0]) if orientation >= 5 else tuple(size)
-
-
-def _stream_orientation(f):
-    """EXIF orientation of the image in a binary file object (1 unless a tagged JPEG)."""
-    head = f.read(_HEAD_BYTES)
-    return _jpeg_header(f, head)[1] if head.startswith(_JPEG_SOI) else 1
-
-
-def read_orientation(path_or_bytes):
-    """EXIF orientation 1-8 of a file (path or encoded bytes); 1 when untagged or not JPEG."""
-    if isinstance(path_or_bytes, bytes):
-        return _stream_orientation(io.BytesIO(path_or_bytes))
-    try:
-        with open(path_or_bytes, 'rb') as f:
-            return _stream_orientation(f)
-    except OSError:
-        return 1  # reading the image itself then fails with TensorFlow's error
 
 
 def decode_image(path_or_bytes, img_size, antialias=False, crop='none', orientation=None):
@@ -487,8 +286,8 @@ def decode_image(path_or_bytes, img_size, antialias=False, crop='none', orientat
 def _orientation_of(path_or_bytes):
     """EXIF orientation of a path or bytes in Python; of a path tensor in the graph."""
     if isinstance(path_or_bytes, (bytes, str, os.PathLike)):
-        return read_orientation(path_or_bytes)
-    return tf.numpy_function(lambda path: np.int32(read_orientation(path.decode())),
+        return image_headers.read_orientation(path_or_bytes)
+    return tf.numpy_function(lambda path: np.int32(image_headers.read_orientation(path.decode())),
                              [path_or_bytes], tf.int32, stateful=False)
 
 
@@ -534,7 +333,8 @@ def _decode_rgb_0_255(contents):
     """Encoded image -> float32 RGB (H, W, 3) with values in [0, 255]."""
     head = tf.io.decode_raw(tf.strings.substr(contents, 0, 25), tf.uint8, fixed_length=25)
     starts_with = lambda signature: tf.reduce_all(head[:len(signature)] == list(signature))
-    is_png16 = tf.logical_and(starts_with(_PNG_SIGNATURE), head[24] == 16)  # IHDR bit depth
+    is_png16 = tf.logical_and(starts_with(image_headers.PNG_SIGNATURE),
+                              head[24] == 16)  # IHDR bit depth
     image = tf.case([
         # uint8 decoding of 16-bit PNGs truncates (v >> 8); v / 257 is the exact 0-255 value.
         (is_png16, lambda: tf.cast(tf.io.decode_png(contents, channels=0, dtype=tf.uint16),
@@ -788,148 +588,3 @@ def decode_uint8_images(file_pattern_or_files, img_size, batch_size=50, antialia
           .map(decode_uint8, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
           .batch(batch_size).prefetch(tf.data.AUTOTUNE))
     yield from ds.as_numpy_iterator()
-
-
-SHAPE_CLASSES = ('circle', 'square', 'triangle')  # the labelled set's classes, in label order
-
-
-def make_shapes_dataset(out_dir, n_images=4000, img_size=32, seed=0, labelled=False):
-    """Write a procedural RGB dataset of coloured shapes once; return its glob pattern
-    (labelled: the folder, for read_labels).
-
-    Each image has one or two circles, squares or triangles (random colour, size,
-    position, rotation) on a plain or linear-gradient background, drawn at 4x and
-    box-downsampled for smooth edges. Image i depends only on (seed, i, img_size).
-    labelled: image i is of class i % 3 (SHAPE_CLASSES) and is written into that class's
-    subfolder (out_dir/circle/shape_000000.png, ...), so that read_labels(out_dir) gives
-    3 classes. It holds one larger shape of its class's kind in its class's hue (red
-    circles, green squares, blue triangles), with the same area distribution for every
-    kind, on a plain background: classes the demo's discriminator tells apart within a
-    few hundred iterations (by the kind alone it does not: README, "Does it condition?").
-    Images are written atomically (utils.atomic_write) and a marker file with the
-    parameters last: with a matching marker and all files present nothing is written;
-    otherwise (new parameters, killed or damaged run) the set is regenerated, the images
-    of the other kind (labelled or not) included.
-    """
-    out_dir = os.fspath(out_dir)
-    params = {'n_images': int(n_images), 'img_size': int(img_size), 'seed': int(seed),
-              'version': _SHAPES_VERSION}
-    if labelled:  # only then: unlabelled folders written before labels existed stay valid
-        params['labelled'] = _LABELLED_SHAPES_VERSION
-    folders = [SHAPE_CLASSES[i % 3] if labelled else '' for i in range(n_images)]
-    names = [os.path.join(folder, f'shape_{i:06d}.png') for i, folder in enumerate(folders)]
-    pattern = out_dir if labelled else os.path.join(out_dir, 'shape_*.png')
-    marker = os.path.join(out_dir, SHAPES_MARKER)
-    if _shapes_complete(out_dir, marker, params, names):
-        return pattern
-    os.makedirs(out_dir, exist_ok=True)
-    if os.path.exists(marker):
-        os.remove(marker)  # incomplete until the last image is written again
-    for folder in ('',) + SHAPE_CLASSES:  # stale images, of either kind
-        for old in glob.glob(os.path.join(out_dir, folder, 'shape_*.png')):
-            os.remove(old)
-        if folder and not labelled and os.path.isdir(os.path.join(out_dir, folder)):
-            try:
-                os.rmdir(os.path.join(out_dir, folder))
-            except OSError:  # holds other files: not ours to delete
-                pass
-    for folder in sorted(set(folders) - {''}):
-        os.makedirs(os.path.join(out_dir, folder), exist_ok=True)
-    for i, name in enumerate(names):
-        rng = np.random.default_rng([seed, i])
-        image = (_draw_labelled_image(rng, img_size, i % 3) if labelled
-                 else _draw_shapes_image(rng, img_size))
-        with utils.atomic_write(os.path.join(out_dir, name)) as tmp:
-            image.save(tmp, format='PNG')
-    utils.write_json(marker, params)
-    return pattern
-
-
-def _shapes_complete(out_dir, marker, params, names):
-    try:
-        with open(marker) as f:
-            if json.load(f) != params:
-                return False
-        listings = {}  # folder -> its file names, one listdir per folder
-        for name in names:
-            folder, base = os.path.split(name)
-            if folder not in listings:
-                listings[folder] = set(os.listdir(os.path.join(out_dir, folder)))
-            if base not in listings[folder]:
-                return False
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-def _draw_shapes_image(rng, img_size):
-    """One image of the unlabelled set: one or two shapes of random kinds and colours on a
-    plain or gradient background."""
-    size = img_size * _SUPERSAMPLE
-    background = _random_colour(rng)
-    if rng.random() < 0.5:
-        pixels = np.broadcast_to(background, (size, size, 3))
-    else:  # linear gradient between two colours along a random direction
-        angle = rng.uniform(0, 2 * np.pi)
-        yy, xx = np.mgrid[0:size, 0:size] / (size - 1) - 0.5
-        t = xx * np.cos(angle) + yy * np.sin(angle)
-        t = ((t - t.min()) / (t.max() - t.min()))[..., None]
-        pixels = background * (1 - t) + _random_colour(rng) * t
-    image = Image.fromarray(np.round(pixels).astype(np.uint8), 'RGB')
-    draw = ImageDraw.Draw(image)
-    for _ in range(rng.integers(1, 3)):
-        colour = _visible_colour(rng, background, _random_colour)
-        radius = rng.uniform(0.12, 0.3) * size
-        cx, cy = rng.uniform(radius * 0.6, size - radius * 0.6, size=2)
-        _draw_shape(draw, rng, rng.integers(3), (cx, cy), radius, colour)
-    return image.resize((img_size, img_size), Image.Resampling.BOX)
-
-
-def _draw_labelled_image(rng, img_size, kind):
-    """One image of the labelled set: a single large shape of the class's kind (0/1/2:
-    circle/square/triangle) in the class's hue (_class_colour) on a plain background."""
-    size = img_size * _SUPERSAMPLE
-    background = _random_colour(rng)
-    image = Image.new('RGB', (size, size), tuple(int(c) for c in background))
-    colour = _visible_colour(rng, background, lambda rng: _class_colour(rng, kind))
-    # Every kind covers the same area distribution (that of a circle of radius 0.22-0.36
-    # image sizes), so that the classes differ in shape and hue, not in size.
-    radius = rng.uniform(0.22, 0.36) * size * np.sqrt(np.pi / _AREA_PER_SQUARED_RADIUS[kind])
-    cx, cy = rng.uniform(radius * 0.6, size - radius * 0.6, size=2)
-    _draw_shape(ImageDraw.Draw(image), rng, kind, (cx, cy), radius, colour)
-    return image.resize((img_size, img_size), Image.Resampling.BOX)
-
-
-# Area / radius^2 of a circle, and of a square and an equilateral triangle whose corners
-# are on the circle of that radius.
-_AREA_PER_SQUARED_RADIUS = (np.pi, 2.0, 3 * np.sqrt(3) / 4)
-
-
-def _visible_colour(rng, background, draw_colour):
-    colour = draw_colour(rng)
-    while np.abs(colour - background).sum() < 150:  # keep shapes visible
-        colour = draw_colour(rng)
-    return colour
-
-
-def _draw_shape(draw, rng, kind, centre, radius, colour):
-    """A circle (kind 0), or a randomly rotated square (1) or triangle (2) whose corners
-    are on the circle of that radius."""
-    (cx, cy), fill = centre, tuple(int(c) for c in colour)
-    if kind == 0:
-        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=fill)
-        return
-    corners = 4 if kind == 1 else 3
-    angles = rng.uniform(0, 2 * np.pi) + np.arange(corners) * 2 * np.pi / corners
-    draw.polygon([(cx + radius * np.cos(a), cy + radius * np.sin(a)) for a in angles], fill=fill)
-
-
-def _class_colour(rng, kind):
-    """A colour of the class's hue family: red, green or blue (hue kind/3 +- 30 degrees),
-    saturation and value 0.6-1."""
-    hue = (kind / 3 + rng.uniform(-1 / 12, 1 / 12)) % 1
-    return 255 * np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.6, 1), rng.uniform(0.6, 1)))
-
-
-def _random_colour(rng):
-    return rng.integers(0, 256, size=3).astype(np.float64)

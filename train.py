@@ -23,7 +23,7 @@ import config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_DIR = os.path.join(HERE, '.cache', 'shapes32')
-DEFAULT_DATA_PATTERN = os.path.join(DEFAULT_DATA_DIR, 'shape_*.png')  # data.make_shapes_dataset
+DEFAULT_DATA_PATTERN = os.path.join(DEFAULT_DATA_DIR, 'shape_*.png')  # shapes_data.make_shapes_dataset
 LABELLED_DATA_DIR = os.path.join(HERE, '.cache', 'shapes32-labelled')  # one folder per shape
 # Options a resumed run must keep (unless --override_config): they change what it computes.
 KEPT_OPTIONS = ('file_pattern', 'labels', 'precision', 'grad_accum', 'strategy', 'seed', 'jit')
@@ -321,6 +321,7 @@ def main(argv=None):
             import data
             import fid
             import loop
+            import shapes_data
     except KeyboardInterrupt:
         return cli.interrupted('train.py', 'nothing was saved')
     run = None
@@ -331,9 +332,9 @@ def main(argv=None):
                 print(f'No --file_pattern: training the {plan.preset} preset on generated shapes '
                       f'({where}).')
                 if conf['n_classes']:
-                    data.make_shapes_dataset(LABELLED_DATA_DIR, labelled=True)
+                    shapes_data.make_shapes_dataset(LABELLED_DATA_DIR, labelled=True)
                 else:
-                    data.make_shapes_dataset(DEFAULT_DATA_DIR)
+                    shapes_data.make_shapes_dataset(DEFAULT_DATA_DIR)
             run = loop.Run(args, plan, conf)  # checks the data and the model; writes nothing
             start = run.restore(source)
             run.remove_leftovers()

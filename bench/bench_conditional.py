@@ -32,8 +32,9 @@ def real_halves(n):
     from PIL import Image
 
     import data
+    import shapes_data
     import train as train_cli
-    labels = data.read_labels(data.make_shapes_dataset(train_cli.LABELLED_DATA_DIR,
+    labels = data.read_labels(shapes_data.make_shapes_dataset(train_cli.LABELLED_DATA_DIR,
                                                        labelled=True))
     load = lambda paths: np.stack([np.asarray(Image.open(p).convert('RGB')) for p in paths])  # noqa: E731
     halves = ([], [])

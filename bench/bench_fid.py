@@ -8,7 +8,7 @@ Offline and without weights files: Keras InceptionV3 with random weights (weight
 costs the same as with the ImageNet weights. The tf2015 network is not measured: the
 real graph cannot be downloaded here and the small stand-in graph of the tests says
 nothing about its speed. The generator is the chosen preset with random weights, the
-real images a procedural data set (data.make_shapes_dataset).
+real images a procedural data set (shapes_data.make_shapes_dataset).
 
 In-training evaluation, N fakes against N real images, with compiled programs (ours after
 one warm-up call; the authors' way then reuses the same compiled sampler and extractor):
@@ -132,8 +132,8 @@ def main():
     args = parse_args()
     import config
     import fid
-    import data
     import model
+    import shapes_data
 
     conf = config.get_config(args.preset, n_fid_real=args.n, fid_batch_size=args.batch_size,
                              gen_batch_size=args.batch_size)
@@ -156,7 +156,7 @@ def main():
         print(lines[-1], flush=True)
 
         # One in-training evaluation, ours against the authors' way, at equal N.
-        pattern = data.make_shapes_dataset(os.path.join(work, 'real'), args.n, img_size)
+        pattern = shapes_data.make_shapes_dataset(os.path.join(work, 'real'), args.n, img_size)
         generator = model.build_generator(conf, name='ema_generator')
         stub = fid.KerasInception  # the monitor builds its own extractor: reuse ours
         fid.KerasInception = lambda weights: extractor

@@ -223,8 +223,9 @@ def pipeline_line(args, step_images_per_sec):
     """Images/s of data.make_dataset alone on the embedded shapes: decode, then cached."""
     import config
     import data
+    import shapes_data
     data_dir = os.path.join(ROOT, '.cache', 'shapes32')
-    pattern = data.make_shapes_dataset(data_dir)
+    pattern = shapes_data.make_shapes_dataset(data_dir)
     conf = config.get_config('tiny')
     dataset = data.make_dataset(pattern, conf['img_size'], args.batch_size, seed=args.seed)
     batches = iter(dataset)
@@ -244,8 +245,8 @@ def pipeline_line(args, step_images_per_sec):
 
 def loop_images_per_sec(train_py, preset, args, k):
     """images/s that train.py logs over its last 3 of 4 intervals (FID off, one save)."""
-    import data
-    pattern = data.make_shapes_dataset(os.path.join(ROOT, '.cache', 'shapes32'))
+    import shapes_data
+    pattern = shapes_data.make_shapes_dataset(os.path.join(ROOT, '.cache', 'shapes32'))
     total = 4 * args.loop_iters
     with tempfile.TemporaryDirectory(prefix='bench-loop-') as model_dir:
         command = [sys.executable, train_py, '--file_pattern', pattern, '--model_dir', model_dir,

@@ -28,5 +28,5 @@ def reference(fixture_dir):
 @pytest.fixture(scope='module')
 def shapes(tmp_path_factory):
     """48 generated 32x32 images (the embedded dataset, small)."""
-    import data
-    return data.make_shapes_dataset(str(tmp_path_factory.mktemp('shapes')), n_images=48)
+    import shapes_data
+    return shapes_data.make_shapes_dataset(str(tmp_path_factory.mktemp('shapes')), n_images=48)

@@ -16,7 +16,7 @@ from test_train import run_train, saved_checkpoints
 
 import checkpoints
 import config
-import data
+import shapes_data
 import utils
 
 KINDS = config.ATTENTIONS
@@ -24,7 +24,7 @@ KINDS = config.ATTENTIONS
 
 @pytest.fixture(scope='module')
 def shapes(tmp_path_factory):
-    return data.make_shapes_dataset(str(tmp_path_factory.mktemp('shapes')), n_images=64)
+    return shapes_data.make_shapes_dataset(str(tmp_path_factory.mktemp('shapes')), n_images=64)
 
 
 def train_variant(kind, shapes, model_dir, *extra):

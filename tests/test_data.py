@@ -1,8 +1,7 @@
 """Data pipeline: decoding of every supported format to RGB in [-1, 1], file listing and
-validation errors, skipping of bad files, batching and reshuffling, the FID uint8 reader and
-the procedural shapes dataset. All images are built in tmp_path with PIL."""
+validation errors, skipping of bad files, batching and reshuffling, the FID uint8 reader.
+All images are built in tmp_path with PIL (the generated shapes: test_shapes_data.py)."""
 import os
-import time
 import warnings
 
 import numpy as np
@@ -11,6 +10,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 import data
+import image_headers
 
 
 def _scaled(values):
@@ -267,7 +267,7 @@ def test_exif_orientation_decodes_as_pil_shows_it(tmp_path, orientation):
     shown = _shown(path)
     if orientation != 1:  # the reference really differs from the stored pixels
         assert shown.shape != stored.shape or np.abs(shown - stored).max() > 50
-    info = data._inspect_image_file(path)
+    info = image_headers.inspect_file(path)
     assert info.orientation == orientation and info.size == (shown.shape[1], shown.shape[0])
     tolerance = 1 / 127.5 + 1e-5  # PIL and TF's accurate IDCT: at most one level apart
     np.testing.assert_allclose(_decode(path, 16), _scaled(_resized(shown, 16)), atol=tolerance)
@@ -318,18 +318,18 @@ def test_exif_and_frame_size_found_after_large_segments(tmp_path):
     path = tmp_path / 'late.jpg'
     path.write_bytes(encoded)
     assert encoded.index(b'Exif') > 2048 and encoded.index(b'\xff\xc0') > 2048
-    assert data._inspect_image_file(str(path)) == data.ImageInfo(None, (16, 24), 8)
-    assert data.read_orientation(str(path)) == 8
+    assert image_headers.inspect_file(str(path)) == image_headers.ImageInfo(None, (16, 24), 8)
+    assert image_headers.read_orientation(str(path)) == 8
     shown = _shown(path)
     assert shown.shape == (24, 16, 3)  # PIL read the same tag
     np.testing.assert_allclose(_decode(path, 8), _scaled(_resized(shown, 8)), atol=1 / 127.5 + 1e-5)
 
 
 def test_untagged_and_non_jpeg_files_keep_orientation_one(tmp_path):
-    assert data.read_orientation(_save(_blocks(1, 1, seed=33), tmp_path / 'a.jpg')) == 1
-    assert data.read_orientation(_save(_blocks(1, 1, seed=33), tmp_path / 'a.png')) == 1
+    assert image_headers.read_orientation(_save(_blocks(1, 1, seed=33), tmp_path / 'a.jpg')) == 1
+    assert image_headers.read_orientation(_save(_blocks(1, 1, seed=33), tmp_path / 'a.png')) == 1
     encoded = open(_exif_jpeg(tmp_path / 'bad.jpg', _blocks(1, 1, seed=33), 9), 'rb').read()
-    assert data.read_orientation(encoded) == 1  # 9 is no orientation: left as stored
+    assert image_headers.read_orientation(encoded) == 1  # 9 is no orientation: left as stored
 
 
 # ---------------------------------------------------------------------------------------
@@ -543,10 +543,10 @@ def test_check_images_flags_truncated_and_animated_webp(tmp_path):
              'header.webp': still[:16], 'animated.webp': _webp_bytes(tmp_path, frames=2)}
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
-    assert data._image_file_problem(str(tmp_path / 'still.webp')) is None
-    assert 'truncated' in data._image_file_problem(str(tmp_path / 'truncated.webp'))
-    assert 'truncated' in data._image_file_problem(str(tmp_path / 'header.webp'))
-    assert 'animated WebP' in data._image_file_problem(str(tmp_path / 'animated.webp'))
+    assert image_headers.inspect_file(str(tmp_path / 'still.webp')).problem is None
+    assert 'truncated' in image_headers.inspect_file(str(tmp_path / 'truncated.webp')).problem
+    assert 'truncated' in image_headers.inspect_file(str(tmp_path / 'header.webp')).problem
+    assert 'animated WebP' in image_headers.inspect_file(str(tmp_path / 'animated.webp')).problem
     _solid_pngs(tmp_path, 2)
     with pytest.warns(data.DataWarning, match=r'Skipping 3 of 6.*animated\.webp'):
         ds = data.make_dataset(str(tmp_path), 8, 3, repeat=False)
@@ -679,68 +679,3 @@ def test_decode_uint8_images_skips_bad_files(tmp_path):
     with pytest.warns(data.DataWarning, match='bad.png'):
         batches = list(data.decode_uint8_images(str(tmp_path), 4))
     assert np.concatenate(batches).shape[0] == len(files)
-
-
-# ---------------------------------------------------------------------------------------
-# Procedural shapes dataset
-# ---------------------------------------------------------------------------------------
-
-def _age_files(pattern):
-    """Set every file's mtime to an hour ago, so a rewrite shows as a new mtime."""
-    old = time.time() - 3600
-    for f in tf.io.gfile.glob(pattern):
-        os.utime(f, (old, old))
-    return {f: os.stat(f).st_mtime for f in tf.io.gfile.glob(pattern)}
-
-
-def test_shapes_dataset_writes_n_varied_rgb_images(tmp_path):
-    pattern = data.make_shapes_dataset(str(tmp_path / 'shapes'), n_images=30, img_size=16, seed=1)
-    files = data.list_image_files(pattern)
-    assert len(files) == 30
-    images = np.stack([np.array(Image.open(f)) for f in files])
-    assert images.shape == (30, 16, 16, 3) and images.dtype == np.uint8
-    assert len({im.tobytes() for im in images}) == 30  # all different
-    assert (images.std(axis=(1, 2)) > 5).any(axis=-1).all()  # every image has some structure
-    assert os.path.exists(os.path.join(str(tmp_path / 'shapes'), data.SHAPES_MARKER))
-    ds = data.make_dataset(pattern, 16, 10)
-    assert ds.n_files == 30 and next(iter(ds)).shape == (10, 16, 16, 3)
-
-
-def test_shapes_dataset_is_deterministic_per_seed(tmp_path):
-    read = lambda pattern: [open(f, 'rb').read() for f in data.list_image_files(pattern)]
-    a = read(data.make_shapes_dataset(str(tmp_path / 'a'), n_images=5, img_size=16, seed=2))
-    b = read(data.make_shapes_dataset(str(tmp_path / 'b'), n_images=5, img_size=16, seed=2))
-    c = read(data.make_shapes_dataset(str(tmp_path / 'c'), n_images=5, img_size=16, seed=3))
-    assert a == b and a != c
-
-
-def test_shapes_dataset_second_call_writes_nothing(tmp_path):
-    out = str(tmp_path / 'shapes')
-    pattern = data.make_shapes_dataset(out, n_images=20, img_size=16)
-    before = _age_files(os.path.join(out, '*'))
-    assert data.make_shapes_dataset(out, n_images=20, img_size=16) == pattern
-    assert {f: os.stat(f).st_mtime for f in tf.io.gfile.glob(os.path.join(out, '*'))} == before
-
-
-def test_shapes_dataset_regenerates_without_marker(tmp_path):
-    out = str(tmp_path / 'shapes')
-    pattern = data.make_shapes_dataset(out, n_images=20, img_size=16)
-    before = _age_files(pattern)
-    os.remove(os.path.join(out, data.SHAPES_MARKER))  # as if killed before finishing
-    os.remove(sorted(before)[-1])
-    data.make_shapes_dataset(out, n_images=20, img_size=16)
-    after = {f: os.stat(f).st_mtime for f in tf.io.gfile.glob(pattern)}
-    assert sorted(after) == sorted(before)
-    assert all(after[f] > before[f] for f in before)
-    assert os.path.exists(os.path.join(out, data.SHAPES_MARKER))
-
-
-def test_shapes_dataset_regenerates_for_new_parameters_or_missing_files(tmp_path):
-    out = str(tmp_path / 'shapes')
-    pattern = data.make_shapes_dataset(out, n_images=20, img_size=16)
-    assert len(data.list_image_files(data.make_shapes_dataset(out, n_images=8, img_size=16))) == 8
-    assert Image.open(data.list_image_files(data.make_shapes_dataset(out, n_images=8, img_size=12))[0]).size == (12, 12)
-    first = data.list_image_files(pattern)[0]
-    os.remove(first)
-    data.make_shapes_dataset(out, n_images=8, img_size=12)
-    assert os.path.exists(first)

@@ -138,8 +138,8 @@ def _run_two_workers(args):
 def test_two_local_workers_train_save_once_and_resume(tmp_path):
     import glob
 
-    import data
-    shapes = data.make_shapes_dataset(str(tmp_path / 'data'), n_images=32)
+    import shapes_data
+    shapes = shapes_data.make_shapes_dataset(str(tmp_path / 'data'), n_images=32)
     model_dir = tmp_path / 'run'
     common = ['--file_pattern', shapes, '--model_dir', str(model_dir), '--strategy',
               'multiworker', '--preset', 'tiny', '--set', 'batch_size=8', '--no_fid',

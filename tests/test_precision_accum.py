@@ -6,7 +6,7 @@ import pytest
 
 import checkpoints
 import config
-import data
+import shapes_data
 import trainer
 
 
@@ -88,7 +88,7 @@ def test_bf16_training_of_the_tiny_preset_stays_finite(tmp_path):
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    shapes = data.make_shapes_dataset(str(tmp_path / 'data'), n_images=256)
+    shapes = shapes_data.make_shapes_dataset(str(tmp_path / 'data'), n_images=256)
     result = subprocess.run(
         [sys.executable, os.path.join(root, 'train.py'), '--file_pattern', shapes,
          '--model_dir', str(tmp_path / 'run'), '--preset', 'tiny', '--set', 'batch_size=8',

@@ -13,8 +13,8 @@ def _files(folder):
 
 
 def test_a_failed_start_writes_nothing_and_the_corrected_command_trains(shapes, tmp_path):
-    import data
-    few = data.make_shapes_dataset(str(tmp_path / 'few'), n_images=6)
+    import shapes_data
+    few = shapes_data.make_shapes_dataset(str(tmp_path / 'few'), n_images=6)
     model_dir = tmp_path / 'run'
     common = ['--model_dir', str(model_dir), '--total_iter', '1', *SMALL]
     too_few = run_train('--file_pattern', few, *common)
@@ -56,10 +56,10 @@ def test_failed_override_and_other_options_leave_the_run_as_it_was(shapes, tmp_p
 
 
 def test_few_shot_folders_train_and_measure_fid_on_all_their_images(tmp_path):
-    import data
+    import shapes_data
     import keras
-    few = data.make_shapes_dataset(str(tmp_path / 'few'), n_images=100)
-    more = data.make_shapes_dataset(str(tmp_path / 'more'), n_images=150)
+    few = shapes_data.make_shapes_dataset(str(tmp_path / 'few'), n_images=100)
+    more = shapes_data.make_shapes_dataset(str(tmp_path / 'more'), n_images=150)
     # Random Inception weights: the FID plumbing of a real run, without the download.
     weights = str(tmp_path / 'inception.weights.h5')
     keras.applications.InceptionV3(include_top=False, pooling='avg',

@@ -17,8 +17,8 @@ from PIL import Image
 import checkpoints
 import cli
 import config
-import data
 import loop
+import shapes_data
 import utils
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -345,7 +345,7 @@ def test_without_data_the_demo_preset_trains_on_generated_shapes(tmp_path):
     assert plan.file_pattern == train.DEFAULT_DATA_PATTERN == plan.eval_dir
     assert (plan.total_iter, plan.metrics_inter, plan.fid_inter) == (600, 50, 300)
     assert vars(args) == before and not os.listdir(tmp_path)  # nothing mutated or written
-    made = data.make_shapes_dataset(str(tmp_path / 'shapes'), n_images=2)
+    made = shapes_data.make_shapes_dataset(str(tmp_path / 'shapes'), n_images=2)
     assert made == train.DEFAULT_DATA_PATTERN.replace(train.DEFAULT_DATA_DIR,
                                                       str(tmp_path / 'shapes'))
     # The demo preset is the tiny model, without DiffAugment and with higher learning rates.
