@@ -132,7 +132,7 @@ PRESETS = {
     # SAGAN's recipe (Zhang et al. 2019) on LadaGAN's CIFAR-10 backbone: dot-product
     # attention in G and D, spectral normalisation in both, hinge loss, two time-scale
     # learning rates, Adam betas (0, 0.9), class-conditional (CIFAR-10's 10 classes), and
-    # neither R1 nor DiffAugment, which SAGAN does not use. README: what differs from SAGAN.
+    # neither R1 nor DiffAugment, which SAGAN does not use. docs/conditional.md: what differs.
     'sagan': {'img_size': 32, 'd_enc_dim': [128, 256], 'g_attention': 'dot',
               'd_attention': 'dot', 'spectral_norm': 'both', 'loss': 'hinge',
               'g_lr': 1e-4, 'd_lr': 4e-4, 'g_beta1': 0.0, 'g_beta2': 0.9, 'd_beta1': 0.0,

@@ -407,7 +407,7 @@ def make_strategy(name, tpu=None):
 def check_tf_config(text):
     """Checks what MultiWorkerMirroredStrategy reads from TF_CONFIG: a cluster of job
     names -> host:port lists, and this process's task as one of its entries."""
-    see = 'see "Scaling up" in README.md for a two-worker example'
+    see = 'see "Several machines" in docs/scaling.md for a two-worker example'
     if not text:
         raise TrainingError(f'--strategy multiworker needs the TF_CONFIG environment variable '
                             f'({see})')

@@ -37,7 +37,8 @@ def make_shapes_dataset(out_dir, n_images=4000, img_size=32, seed=0, labelled=Fa
     3 classes. It holds one larger shape of its class's kind in its class's hue (red
     circles, green squares, blue triangles), with the same area distribution for every
     kind, on a plain background: classes the demo's discriminator tells apart within a
-    few hundred iterations (by the kind alone it does not: README, "Does it condition?").
+    few hundred iterations (by the kind alone it does not: docs/conditional.md, "Does it
+    condition?").
     Images are written atomically (utils.atomic_write) and a marker file with the
     parameters last: with a matching marker and all files present nothing is written;
     otherwise (new parameters, killed or damaged run) the set is regenerated, the images

@@ -696,7 +696,7 @@ def test_in_loop_fid_below_the_minimum_is_unavailable(tmp_path, monkeypatch, rea
     with pytest.raises(fid.FIDUnavailable, match=f'only 12 real images in .*fewer than the '
                                                  f'{fid.MIN_FID_IMAGES} an FID needs'):
         fid.InLoopFID(os.path.dirname(real_files[0]), conf, None)
-    assert fid.MIN_FID_IMAGES == 50  # the README states it
+    assert fid.MIN_FID_IMAGES == 50  # docs/training.md states it
 
 
 def test_in_loop_fid_crops_the_real_images_as_training(tmp_path, monkeypatch):

@@ -228,16 +228,16 @@ def test_unusable_tf_config_is_explained(tf_config, fragment):
         loop.check_tf_config(tf_config)
 
 
-def test_tf_config_errors_point_to_a_readme_section_with_an_example():
+def test_tf_config_errors_point_to_a_docs_section_with_an_example():
     import re
 
     with pytest.raises(loop.TrainingError) as error:
         loop.check_tf_config('{')
-    section = re.search(r'see "([^"]+)" in README.md', str(error.value)).group(1)
-    with open(os.path.join(ROOT, 'README.md')) as f:
-        readme = f.read()
-    assert f'\n## {section}\n' in readme
-    assert 'TF_CONFIG=' in readme.split(f'\n## {section}\n')[1].split('\n## ')[0]
+    section, page = re.search(r'see "([^"]+)" in (\S+\.md)', str(error.value)).groups()
+    with open(os.path.join(ROOT, page)) as f:
+        text = f.read()
+    assert f'\n## {section}\n' in text
+    assert 'TF_CONFIG=' in text.split(f'\n## {section}\n')[1].split('\n## ')[0]
 
 
 def test_usable_tf_config_passes():
