@@ -66,8 +66,9 @@ def load(paths):
 def target_sets(args):
     """(folder of the TARGET_N training images, held-out images, other held-out images)."""
     import data
+    import shapes_data
     import train as train_cli
-    labels = data.read_labels(data.make_shapes_dataset(train_cli.LABELLED_DATA_DIR,
+    labels = data.read_labels(shapes_data.make_shapes_dataset(train_cli.LABELLED_DATA_DIR,
                                                        labelled=True))
     k = labels.names.index(args.target_class)
     files = [f for f, label in zip(labels.files, labels.labels) if label == k]

@@ -11,9 +11,9 @@ import tensorflow as tf
 
 import checkpoints
 import config
-import data
 import loop
 import sampling
+import shapes_data
 import train
 import trainer
 from test_pretrained import RELEASED, FakeHub
@@ -140,7 +140,8 @@ def test_conditional_from_conditional_only_and_unconditional_widens():
 
 def test_a_conditional_run_from_an_unconditional_source_generates_the_source_for_every_class(
         fixture_dir, tmp_path, capsys):
-    labelled = data.make_shapes_dataset(str(tmp_path / 'labelled'), n_images=24, labelled=True)
+    labelled = shapes_data.make_shapes_dataset(str(tmp_path / 'labelled'), n_images=24,
+                                               labelled=True)
     run, _, _ = new_run(run_argv(labelled, tmp_path / 'new', '--init_from', fixture_dir,
                                  '--set', 'n_classes=3'))
     assert 'class embeddings of G and D start fresh' in capsys.readouterr().out
