@@ -12,6 +12,7 @@ each update is (z, fake labels), the labels drawn with the dataset's class frequ
 The step follows the authors' order exactly (SPEC §5). train.py runs the loop around it.
 """
 import contextlib
+import threading
 
 import keras
 import tensorflow as tf
@@ -28,6 +29,8 @@ METRIC_NAMES = ('g_loss', 'd_loss', 'gp', 'd_total', 'real_acc', 'fake_acc', 'cr
 # augmented, and ada_r, the overfitting heuristic r_t = E[sign(D(real))] that moves it.
 ADA_METRIC_NAMES = ('ada_p', 'ada_r')
 ADA_INTERVAL = 4  # steps between two adjustments of p, as ADA's
+# Lazy R1's branch of a step: by the D update count (training), or forced (compilation).
+BY_COUNT, R1_ALWAYS, R1_NEVER = -1, 1, 0
 # fid / best_fid before any FID is measured: the authors' placeholder, kept so that their
 # checkpoints and ours hold the same values. Show it as "none yet", never as a number.
 NO_FID_YET = 10000.0
@@ -288,7 +291,7 @@ class LadaGAN:
         noise_d = self.sample_noise(shape) if noise_d is None else noise_d
         noise_g = self.sample_noise(shape) if noise_g is None else noise_g
         args = [self._per_replica(x) for x in (images, noise_d, noise_g)]
-        return self._compiled_step(bool(augment), steps)(*args)
+        return self._compiled_step(bool(augment), steps, args)(*args)
 
     def read_metrics(self, reset=True):
         """{name: mean since the last reset} of the device sums and the step count, the
@@ -317,23 +320,58 @@ class LadaGAN:
             lambda ctx: x[ctx.replica_id_in_sync_group * size:
                           (ctx.replica_id_in_sync_group + 1) * size])
 
-    def _compiled_step(self, augment, steps=1):
-        """The function that run_steps calls. r1_interval 1 and one step: the one XLA step,
-        as the authors'. Else a TF graph around XLA-compiled steps: the graph picks the R1
-        or the plain step (a tf.cond inside one XLA function runs ~5x slower on a CPU, as
-        XLA's nested computations lose its optimisations; so does an XLA while loop) and
-        loops over the K batches, as Keras' steps_per_execution does."""
+    def _compiled_step(self, augment, steps, args):
+        """The function that run_steps calls with args. r1_interval 1 and one step: the one
+        XLA step, as the authors'. Else a TF graph around XLA-compiled steps: the graph picks
+        the R1 or the plain step (a tf.cond inside one XLA function runs ~5x slower on a
+        CPU, as XLA's nested computations lose its optimisations; so does an XLA while loop)
+        and loops over the K batches, as Keras' steps_per_execution does. Lazy R1 compiles
+        both steps here, before the first step (_compile_both_branches)."""
         key = (augment, steps)
         if key not in self._compiled_steps:
-            one = lambda x, zd, zg: self._one_step(x, zd, zg, augment)
-            if steps == 1 and self.config['r1_interval'] == 1:
+            k = self.config['r1_interval']
+            one = lambda x, zd, zg, r1: self._one_step(x, zd, zg, augment, r1)  # noqa: E731
+            if steps == 1 and k == 1:
                 fn = self._xla_step(augment, 1)
-            elif steps == 1:
-                fn = tf.function(one) if self.n_replicas == 1 else one
+            elif steps == 1 and self.n_replicas > 1:
+                fn = lambda x, zd, zg: one(x, zd, zg, BY_COUNT)  # noqa: E731
             else:
-                fn = tf.function(lambda x, zd, zg: self._loop(one, x, zd, zg, steps))
+                graph = tf.function(one if steps == 1 else lambda x, zd, zg, r1: self._loop(
+                    lambda *step_args: one(*step_args, r1), x, zd, zg, steps))
+                if k > 1:
+                    self._compile_both_branches(graph, args)
+                fn = lambda x, zd, zg: graph(x, zd, zg, tf.constant(BY_COUNT))  # noqa: E731
             self._compiled_steps[key] = fn
         return self._compiled_steps[key]
+
+    def _compile_both_branches(self, graph, args):
+        """XLA compiles a function when it first runs, so lazy R1's step without R1 would
+        compile at the second step, as long again as the first. Here the graph runs once
+        with R1 forced and once without, at the same time in two threads (two compilations
+        overlap on two cores), then every variable they touched is put back: training
+        starts from the state it had. Without XLA, tracing the graph is all there is."""
+        forced = [tf.constant(R1_ALWAYS), tf.constant(R1_NEVER)]
+        variables = {id(v): v for r1 in forced
+                     for v in graph.get_concrete_function(*args, r1).variables}
+        if not self.jit_compile:
+            return
+        saved = [(v, tf.identity(v)) for v in variables.values()]
+        errors = []
+
+        def run(r1):
+            try:
+                graph(*args, r1)
+            except Exception as e:  # noqa: BLE001 (raised below, in the caller's thread)
+                errors.append(e)
+        threads = [threading.Thread(target=run, args=(r1,)) for r1 in forced]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for v, value in saved:
+            v.assign(value)
+        if errors:
+            raise errors[0]
 
     def _xla_step(self, augment, r1_scale):
         """One step, XLA-compiled (a TF graph with several replicas); r1_scale multiplies
@@ -346,11 +384,12 @@ class LadaGAN:
             self._step_functions[key] = tf.function(step, jit_compile=jit)
         return self._step_functions[key]
 
-    def _one_step(self, images, noise_d, noise_g, augment):
+    def _one_step(self, images, noise_d, noise_g, augment, r1=BY_COUNT):
         """Lazy R1 (StyleGAN2): R1 with weight x k on the D updates whose count is a
         multiple of k, none on the others. The count is the D optimizer's, checkpointed,
         so a resumed run keeps the phase (an fp16 update skipped for overflow does not
-        count); only the branch taken runs."""
+        count); only the branch taken runs. r1 (R1_ALWAYS / R1_NEVER) forces the branch,
+        to compile both before training."""
         k = self.config['r1_interval']
         if k == 1:
             return self._xla_step(augment, 1)(images, noise_d, noise_g)
@@ -360,7 +399,7 @@ class LadaGAN:
             # count is read from the device at each step.
             return self._xla_step(augment, k if int(count.numpy()) % k == 0 else 0)(
                 images, noise_d, noise_g)
-        due = tf.equal(count % k, 0)
+        due = tf.where(tf.equal(r1, BY_COUNT), tf.equal(count % k, 0), tf.equal(r1, R1_ALWAYS))
         return tf.cond(due, lambda: self._xla_step(augment, k)(images, noise_d, noise_g),
                        lambda: self._xla_step(augment, 0)(images, noise_d, noise_g))
 

@@ -1,5 +1,7 @@
 """One train step from the authors' checkpoint against an independent eager computation."""
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -315,3 +317,33 @@ def test_bcr_term_of_a_d_step_matches_its_definition(monkeypatch):
     metrics = gan.train_step(x, z_d, z_g)
     assert len(calls) == 2  # the D step's two augmentations; with bCR the G step has none
     assert metrics['cr'] == pytest.approx(expected, rel=1e-4)
+
+
+NO_LATER_COMPILE = """
+import sys
+import numpy as np
+sys.path.insert(0, {root!r})
+import config, trainer
+gan = trainer.LadaGAN({{**config.load_run_config({fixture!r}), 'r1_interval': 2}})
+images = np.random.default_rng(0).uniform(-1, 1, ({steps}, 4, 32, 32, 3)).astype(np.float32)
+for call in range(4 // {steps}):
+    gan.run_steps(images[0] if {steps} == 1 else images, steps={steps})
+    print(f'CALL {{call}}', file=sys.stderr, flush=True)
+"""
+
+
+@pytest.mark.parametrize('steps', [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_lazy_r1_compiles_every_step_function_at_the_first_call(fixture_dir, steps):
+    """Lazy R1 (one step per call, or two): XLA's compile log, a line per executable it
+    compiles, has lines only before the first call returns, at least the R1 step's and
+    the plain step's; none in the later calls, whose steps take both branches."""
+    script = NO_LATER_COMPILE.format(root=os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), fixture=fixture_dir, steps=steps)
+    env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '0', 'TF_CPP_VMODULE': 'device_compiler=1'}
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                            timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines()
+             if line.startswith('CALL') or 'Compilation of XLA executable' in line]
+    first_return = lines.index('CALL 0')
+    assert first_return >= 2 and len(lines) == first_return + 4 // steps, lines

@@ -1,0 +1,98 @@
+"""Compile time of the train step, with and without lazy R1 and several steps per call.
+
+Each variant runs in a fresh process (nothing compiled before it): the LadaGAN step of a
+preset (default cifar10, batch 8, XLA), the first calls timed one by one, then the mean
+of later calls. With r1_interval=k the first step has R1 and the second has not, so
+"first two steps" is what a lazy-R1 run pays before it trains at speed; the issue's bar is
+at most 1.15x the first step with R1 every step (r1_interval=1).
+
+    python bench/bench_compile.py --record
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from common import ROOT, record
+
+VARIANT = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+import numpy as np
+import config, trainer
+conf = config.get_config({preset!r}, batch_size={batch}, r1_interval={r1})
+gan = trainer.LadaGAN(conf)
+steps = {steps}
+rng = np.random.default_rng(0)
+shape = (steps, conf['batch_size'], conf['img_size'], conf['img_size'], 3)
+images = rng.uniform(-1, 1, shape).astype(np.float32)
+images = images[0] if steps == 1 else images
+times = []
+for call in range({calls}):
+    tick = time.time()
+    gan.run_steps(images, steps=steps)
+    gan.d_optimizer.iterations.numpy()  # waits for the call
+    times.append(time.time() - tick)
+print('TIMES', json.dumps(times))
+"""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--preset', default='cifar10')
+    parser.add_argument('--batch_size', type=int, default=8)
+    parser.add_argument('--variants', default='1x1,16x1,1x4,16x4',
+                        help='r1_interval x steps_per_call, comma-separated (default '
+                             '1x1,16x1,1x4,16x4)')
+    parser.add_argument('--calls', type=int, default=6, help='calls per variant (default 6)')
+    parser.add_argument('--record', action='store_true', help='append to bench/RESULTS.md')
+    return parser.parse_args(argv)
+
+
+def run_variant(args, r1, steps):
+    script = VARIANT.format(root=ROOT, preset=args.preset, batch=args.batch_size, r1=r1,
+                            steps=steps, calls=args.calls)
+    env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2', 'CUDA_VISIBLE_DEVICES': ''}
+    started = time.time()
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                            env=env, check=False)
+    if result.returncode:
+        raise SystemExit(result.stderr[-3000:])
+    line = next(l for l in result.stdout.splitlines() if l.startswith('TIMES'))
+    return json.loads(line.split(' ', 1)[1]), time.time() - started
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    variants = [tuple(int(n) for n in v.split('x')) for v in args.variants.split(',')]
+    times = {}
+    for r1, steps in variants:
+        times[r1, steps], wall = run_variant(args, r1, steps)
+        t = times[r1, steps]
+        print(f'r1_interval={r1}, {steps} step(s)/call: calls ' + ', '.join(
+            f'{s:.1f}' for s in t[:3]) + f' s, later {sum(t[3:]) / len(t[3:]):.3f} s/call '
+            f'({wall:.0f} s with start-up)', flush=True)
+    lines = [f'{args.preset}, batch {args.batch_size}, XLA, a fresh process per variant; '
+             f'seconds of the first three calls, then the mean of calls 4-{args.calls}']
+    for (r1, steps), t in times.items():
+        lines.append(f'r1_interval={r1}, {steps} step(s) per call: ' + ', '.join(
+            f'{s:.1f}' for s in t[:3]) + f' s; later {sum(t[3:]) / len(t[3:]):.3f} s/call')
+    if (1, 1) in times and any(r1 > 1 and steps == 1 for r1, steps in times):
+        base = times[1, 1][0]
+        for (r1, steps), t in times.items():
+            if r1 > 1 and steps == 1:
+                lines.append(f'first two steps with r1_interval={r1}: {t[0] + t[1]:.1f} s = '
+                             f'{(t[0] + t[1]) / base:.2f}x the first step with r1_interval=1 '
+                             f'({base:.1f} s)')
+    for line in lines:
+        print(line)
+    if args.record:
+        record('bench_compile.py', lines)
+
+
+if __name__ == '__main__':
+    os.chdir(ROOT)
+    main()
