@@ -49,10 +49,11 @@ def assert_generator_redraws_its_samples(model_dir, n_images):
         np.testing.assert_allclose(np.sum(attn, axis=-1), 1.0, atol=1e-4)
 
 
-# GANformer's bipartite variants (simplex, duplex) run in the slow suite, with the 300-step
-# runs of every attention below; their layers are checked against numpy in test_attention.py.
+# lada and dot (linear and quadratic) in the default suite; simplex, duplex and l2 in the
+# slow suite, with the 300-step runs of every attention below; all their layers are checked
+# against numpy in test_attention.py.
 @pytest.mark.parametrize('kind', [pytest.param(k, marks=pytest.mark.slow)
-                                  if k in ('simplex', 'duplex') else k for k in KINDS])
+                                  if k in ('simplex', 'duplex', 'l2') else k for k in KINDS])
 def test_each_attention_trains_a_few_steps_and_restores(kind, shapes, tmp_path):
     model_dir = str(tmp_path / kind)
     logged = train_variant(kind, shapes, model_dir, '--set', 'batch_size=8', '--no-jit',

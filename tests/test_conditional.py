@@ -246,6 +246,7 @@ def _fresh_gan(conf, **kwargs):
     return trainer.LadaGAN(conf, jit_compile=False, **kwargs)
 
 
+@pytest.mark.slow  # ~30 s; accumulation's equality is in test_precision_accum.py's default tests
 def test_conditional_micro_batches_carry_their_own_labels():
     """grad_accum splits the labels with their images: the halves are the same images with
     other labels, so every BatchNorm sees the whole batch's statistics in each half, and
@@ -299,6 +300,7 @@ def test_a_class_drawn_twice_gets_adams_update_of_its_summed_gradient():
         np.testing.assert_allclose(table.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # ~40 s; bf16 against fp32 is in test_precision_accum.py's default tests
 def test_conditional_bf16_step_is_close_to_fp32():
     conf = config.get_config('tiny', policy='', spectral_norm='both', **TINY)
     batch = _labelled_batch()

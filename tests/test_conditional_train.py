@@ -5,6 +5,7 @@ import math
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from test_train import assert_clean_error, run_train, saved_checkpoints
@@ -27,6 +28,7 @@ def _class_folders(root, counts):
     return str(root)
 
 
+@pytest.mark.slow  # ~60 s; conditional train.py runs are in the default tests below
 def test_sagan_recipe_trains_on_class_folders_resumes_and_keeps_its_classes(tmp_path):
     """Spectral norm in G and D, hinge loss, dot attention, no R1; labels from folders."""
     data_dir = _class_folders(tmp_path / 'data', {'cat': 10, 'dog': 6})

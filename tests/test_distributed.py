@@ -58,6 +58,7 @@ MIRRORED_VS_ONE_DEVICE = TWO_CPUS + textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # ~80 s on 2 cores
 def test_mirrored_step_on_two_devices_equals_one_device(fixture_dir):
     script = MIRRORED_VS_ONE_DEVICE.format(root=ROOT, fixture=fixture_dir)
     env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'}
@@ -95,7 +96,7 @@ CONDITIONAL_MIRRORED_VS_ONE_DEVICE = TWO_CPUS + textwrap.dedent('''
 ''')
 
 
-@pytest.mark.slow  # ~90 s; the unconditional equality above is in the default suite
+@pytest.mark.slow  # ~90 s
 def test_conditional_mirrored_step_on_two_devices_equals_one_device():
     """Labels, class embeddings and spectral-norm state under MirroredStrategy."""
     script = CONDITIONAL_MIRRORED_VS_ONE_DEVICE.format(root=ROOT)

@@ -143,6 +143,7 @@ def test_losses(loss):
         assert float(g_fn(fake)) == pytest.approx(-1.75)
 
 
+@pytest.mark.slow  # ~35 s of XLA compile; bCR's value is checked by its definition below
 def test_conv_decoder_step_with_bcr_compiles_with_xla():
     """The authors' conv decoder (FFHQ) could not run under XLA; ours must, with FFHQ's bCR."""
     import config

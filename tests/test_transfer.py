@@ -295,7 +295,7 @@ def test_ada_p_is_logged_and_restored_on_resume(shapes, tmp_path, capsys):
 
 
 @pytest.mark.parametrize('options', [
-    {'bcr': True, 'r1_interval': 2},
+    {'bcr': True},
     {'freeze_d': 1},
 ])
 def test_ada_runs_in_the_xla_step_and_several_steps_per_call(options):
