@@ -11,9 +11,11 @@ Each variant is a string of extra train.py flags ('' = the embedded default), tr
 another, in work_dir (a finished run is reused). Printed per run: SWD x1e3 of the EMA and
 of the raw generator against n_images real shapes, images/s, and the sample grid; the floor
 is the SWD between two disjoint sets of real images, and the spread between seeds tells an
-effect from noise.
+effect from noise. The wall time is that of the train.py process (start-up, compilation and
+training; a reused run's is only its start-up).
 """
 import shlex
+import time
 
 from common import ema_and_raw_swd, real_images, record, run_parser, run_summary, train
 
@@ -43,12 +45,14 @@ def main(argv=None):
     cells = []
     for variant in args.variants:
         for seed in args.seeds:
+            started = time.time()
             model_dir = train(run_name(variant, seed),
                               ['--seed', str(seed), *shlex.split(variant)], args)
+            wall = time.time() - started
             ema, raw = ema_and_raw_swd(real, model_dir, args.n_images)
             finite, speed = run_summary(model_dir)
             cells.append(f"[{variant or 'embedded default'}] seed {seed}: EMA SWD {ema:.1f}, "
-                         f"raw G {raw:.1f}, {speed:.0f} img/s"
+                         f"raw G {raw:.1f}, {speed:.0f} img/s, wall {wall:.0f} s"
                          + ('' if finite else ', losses NOT FINITE'))
             print(cells[-1], f'(samples in {model_dir}/images)', flush=True)
     line = (f'embedded default (demo preset, generated shapes), {args.iters} iterations unless '
