@@ -29,8 +29,6 @@ METRIC_NAMES = ('g_loss', 'd_loss', 'gp', 'd_total', 'real_acc', 'fake_acc', 'cr
 # augmented, and ada_r, the overfitting heuristic r_t = E[sign(D(real))] that moves it.
 ADA_METRIC_NAMES = ('ada_p', 'ada_r')
 ADA_INTERVAL = 4  # steps between two adjustments of p, as ADA's
-# Lazy R1's branch of a step: by the D update count (training), or forced (compilation).
-BY_COUNT, R1_ALWAYS, R1_NEVER = -1, 1, 0
 # fid / best_fid before any FID is measured: the authors' placeholder, kept so that their
 # checkpoints and ours hold the same values. Show it as "none yet", never as a number.
 NO_FID_YET = 10000.0
@@ -130,6 +128,11 @@ def _split(batch, n):
     if isinstance(batch, tuple):
         return list(zip(*(tf.split(t, n) for t in batch)))
     return tf.split(batch, n)
+
+
+def _first(stacked, steps):
+    """The first step's batch of run_steps' arguments (stacked when steps > 1)."""
+    return stacked if steps == 1 else tf.nest.map_structure(lambda t: t[0], stacked)
 
 
 def _dense(gradient):
@@ -321,87 +324,129 @@ class LadaGAN:
                           (ctx.replica_id_in_sync_group + 1) * size])
 
     def _compiled_step(self, augment, steps, args):
-        """The function that run_steps calls with args. r1_interval 1 and one step: the one
-        XLA step, as the authors'. Else a TF graph around XLA-compiled steps: the graph picks
-        the R1 or the plain step (a tf.cond inside one XLA function runs ~5x slower on a
-        CPU, as XLA's nested computations lose its optimisations; so does an XLA while loop)
-        and loops over the K batches, as Keras' steps_per_execution does. Lazy R1 compiles
-        both steps here, before the first step (_compile_both_branches)."""
+        """The function that run_steps calls with args. R1 every step and one step: the one
+        XLA step, as the authors'. Else a TF graph around XLA-compiled parts, looping over
+        the K batches as Keras' steps_per_execution does. Lazy R1 (one device): the graph
+        picks by the D update count between the R1 part and the real images' augmentation,
+        each followed by the plain step (a tf.cond inside one XLA function would run its R1
+        branch ~20x slower on a CPU, as XLA's nested computations lose its optimisations;
+        two whole XLA steps, with and without R1, would take twice the compile time)."""
         key = (augment, steps)
         if key not in self._compiled_steps:
             k = self.config['r1_interval']
-            one = lambda x, zd, zg, r1: self._one_step(x, zd, zg, augment, r1)  # noqa: E731
-            if steps == 1 and k == 1:
+            lazy = k > 1 and self.config['gp_weight'] > 0
+            if lazy and self.n_replicas > 1:
+                fn = lambda x, zd, zg: self._replicated_lazy_step(x, zd, zg, augment)  # noqa
+            elif lazy:
+                self._compile_lazy_parts(augment, [_first(x, steps) for x in args])
+                one = lambda x, zd, zg: self._lazy_step(x, zd, zg, augment)  # noqa: E731
+                fn = tf.function(one if steps == 1 else lambda x, zd, zg: self._loop(
+                    one, x, zd, zg, steps))
+            elif steps == 1:
                 fn = self._xla_step(augment, 1)
-            elif steps == 1 and self.n_replicas > 1:
-                fn = lambda x, zd, zg: one(x, zd, zg, BY_COUNT)  # noqa: E731
             else:
-                graph = tf.function(one if steps == 1 else lambda x, zd, zg, r1: self._loop(
-                    lambda *step_args: one(*step_args, r1), x, zd, zg, steps))
-                if k > 1:
-                    self._compile_both_branches(graph, args)
-                fn = lambda x, zd, zg: graph(x, zd, zg, tf.constant(BY_COUNT))  # noqa: E731
+                fn = tf.function(lambda x, zd, zg: self._loop(
+                    self._xla_step(augment, 1), x, zd, zg, steps))
             self._compiled_steps[key] = fn
         return self._compiled_steps[key]
 
-    def _compile_both_branches(self, graph, args):
-        """XLA compiles a function when it first runs, so lazy R1's step without R1 would
-        compile at the second step, as long again as the first. Here the graph runs once
-        with R1 forced and once without, at the same time in two threads (two compilations
-        overlap on two cores), then every variable they touched is put back: training
-        starts from the state it had. Without XLA, tracing the graph is all there is."""
-        forced = [tf.constant(R1_ALWAYS), tf.constant(R1_NEVER)]
-        variables = {id(v): v for r1 in forced
-                     for v in graph.get_concrete_function(*args, r1).variables}
-        if not self.jit_compile:
-            return
-        saved = [(v, tf.identity(v)) for v in variables.values()]
+    def _xla(self, key, fn):
+        """fn XLA-compiled once per key (a TF graph with several replicas: XLA cannot
+        compile their cross-device all-reduces)."""
+        if key not in self._step_functions:
+            jit = self.jit_compile and self.n_replicas == 1
+            self._step_functions[key] = tf.function(fn, jit_compile=jit)
+        return self._step_functions[key]
+
+    def _xla_step(self, augment, r1_scale):
+        """One step; r1_scale multiplies the R1 weight, 0 leaves R1 out."""
+        return self._xla(('step', augment, r1_scale), lambda x, zd, zg: self._step(
+            x, zd, zg, augment, r1_scale))
+
+    def _replicated_lazy_step(self, images, noise_d, noise_g, augment):
+        """Lazy R1 over several replicas: their per-replica batches cannot enter a tf.cond,
+        so the count is read from the device at each step and picks the R1 or plain step."""
+        k = self.config['r1_interval']
+        count = int(_inner(self.d_optimizer).iterations.numpy())
+        return self._xla_step(augment, k if count % k == 0 else 0)(images, noise_d, noise_g)
+
+    def _lazy_parts(self, augment):
+        """Lazy R1's three XLA functions: the R1 part, the augmentation of the real images
+        (what the plain step's D sees of them), and the plain step given both."""
+        r1 = self._xla(('r1', augment), lambda x: self._r1_part(x, augment))
+        real = self._xla(('real', augment), lambda x: self._real_input(x, augment))
+        step = self._xla(('given_r1', augment), lambda x, zd, zg, gp, grads: self._step(
+            x, zd, zg, augment, 0, (gp, grads)))
+        return r1, real, step
+
+    def _compile_lazy_parts(self, augment, args):
+        """XLA compiles a function when it first runs: the R1 part and the augmentation run
+        once here, in a graph as the step calls them (XLA's cache keeps eager calls apart),
+        their results dropped (they change no variable); meanwhile (in another thread: the
+        compilation leaves Python free) the plain step is traced, and the first step
+        compiles it, so that no later step compiles anything."""
+        r1, real, step = self._lazy_parts(augment)
+        images, noise_d, noise_g = args
         errors = []
 
-        def run(r1):
+        def run_r1_and_real():
             try:
-                graph(*args, r1)
+                tf.function(lambda x: [r1(x), real(x)])(images)
             except Exception as e:  # noqa: BLE001 (raised below, in the caller's thread)
                 errors.append(e)
-        threads = [threading.Thread(target=run, args=(r1,)) for r1 in forced]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        for v, value in saved:
-            v.assign(value)
+        thread = threading.Thread(target=run_r1_and_real)
+        thread.start()
+        step.get_concrete_function(images, noise_d, noise_g, tf.zeros([self.grad_accum]),
+                                   [tf.zeros_like(v) for v in self.d_variables])
+        thread.join()
         if errors:
             raise errors[0]
 
-    def _xla_step(self, augment, r1_scale):
-        """One step, XLA-compiled (a TF graph with several replicas); r1_scale multiplies
-        the R1 weight, 0 leaves R1 out."""
-        key = (augment, r1_scale)
-        if key not in self._step_functions:
-            step = lambda x, zd, zg: self._step(x, zd, zg, augment, r1_scale)
-            # XLA cannot compile the cross-device all-reduces of a multi-replica step.
-            jit = self.jit_compile and self.n_replicas == 1
-            self._step_functions[key] = tf.function(step, jit_compile=jit)
-        return self._step_functions[key]
-
-    def _one_step(self, images, noise_d, noise_g, augment, r1=BY_COUNT):
+    def _lazy_step(self, images, noise_d, noise_g, augment):
         """Lazy R1 (StyleGAN2): R1 with weight x k on the D updates whose count is a
         multiple of k, none on the others. The count is the D optimizer's, checkpointed,
         so a resumed run keeps the phase (an fp16 update skipped for overflow does not
-        count); only the branch taken runs. r1 (R1_ALWAYS / R1_NEVER) forces the branch,
-        to compile both before training."""
-        k = self.config['r1_interval']
-        if k == 1:
-            return self._xla_step(augment, 1)(images, noise_d, noise_g)
-        count = _inner(self.d_optimizer).iterations
-        if tf.executing_eagerly():
-            # Several replicas: their per-replica batches cannot enter a tf.cond, so the
-            # count is read from the device at each step.
-            return self._xla_step(augment, k if int(count.numpy()) % k == 0 else 0)(
-                images, noise_d, noise_g)
-        due = tf.where(tf.equal(r1, BY_COUNT), tf.equal(count % k, 0), tf.equal(r1, R1_ALWAYS))
-        return tf.cond(due, lambda: self._xla_step(augment, k)(images, noise_d, noise_g),
-                       lambda: self._xla_step(augment, 0)(images, noise_d, noise_g))
+        count); only the part taken runs."""
+        r1, real, step = self._lazy_parts(augment)
+        due = tf.equal(_inner(self.d_optimizer).iterations % self.config['r1_interval'], 0)
+
+        def with_r1():
+            real_input, gp, grads = r1(images)
+            return step(real_input, noise_d, noise_g, gp, grads)
+
+        def without_r1():
+            zeros = [tf.zeros_like(v) for v in self.d_variables]
+            return step(real(images), noise_d, noise_g, tf.zeros([self.grad_accum]), zeros)
+        return tf.cond(due, with_r1, without_r1)
+
+    def _real_input(self, real_batch, augment):
+        """The real images as the D step's D sees them: augmented, or clean with bCR."""
+        images, labels = _images_and_labels(real_batch)
+        if not self.config['bcr']:
+            images = self._augment(images, augment)
+        return images if labels is None else (images, labels)
+
+    def _r1_part(self, real_batch, augment):
+        """Lazy R1's due part, before the plain step: (the real input, R1 of each micro-batch,
+        the sum of their gradients), from a D pass of its own whose BatchNorm statistics
+        update is undone (the plain step's D pass makes it, as R1 every step does once)."""
+        real_input = self._real_input(real_batch, augment)
+        weight = self.config['gp_weight'] * self.config['r1_interval']
+        statistics = self.discriminator.non_trainable_variables
+        saved = [tf.identity(v) for v in statistics]
+        gps, total = [], None
+        for micro in _split(real_input, self.grad_accum):
+            images, labels = _images_and_labels(micro)
+            with tf.GradientTape() as tape:
+                _, gp = r1_penalty(self.discriminator, images, weight, labels)
+                scaled = self._scaled(gp, self.d_optimizer)
+            grads = [_dense(g) for g in tape.gradient(scaled, self.d_variables)]
+            total = grads if total is None else [t + g for t, g in zip(total, grads)]
+            gps.append(gp)
+        with tf.control_dependencies([*gps, *total]):
+            for v, value in zip(statistics, saved):
+                v.assign(value)
+        return real_input, tf.stack(gps), total
 
     def _loop(self, one_step, images, noise_d, noise_g, steps):
         """A graph loop of `steps` steps over stacked batches: one call from Python."""
@@ -436,9 +481,12 @@ class LadaGAN:
         self.ada_signs.assign(tf.where(due, 0.0, signs))
         self.ada_steps.assign(tf.where(due, 0, steps))
 
-    def _step(self, real_images, noise_d, noise_g, augment, r1_scale=1):
+    def _step(self, real_images, noise_d, noise_g, augment, r1_scale=1, given_r1=None):
+        """given_r1: lazy R1's (R1 of each micro-batch, their gradients), from _r1_part; the
+        real images then come as _real_input gives them."""
         run = self.strategy.run
-        d_metrics = run(self._discriminator_step, args=(real_images, noise_d, augment, r1_scale))
+        d_metrics = run(self._discriminator_step,
+                        args=(real_images, noise_d, augment, r1_scale, given_r1))
         g_metrics = run(self._generator_step, args=(noise_g, augment))
         self._update_ema()
         # As the authors: fake_acc is the mean logit of the G step's fakes.
@@ -454,19 +502,25 @@ class LadaGAN:
         self.metric_count.assign_add(1)
         return metrics
 
-    def _discriminator_step(self, real_images, noise, augment, r1_scale):
-        grads_fn = lambda *args: self._discriminator_grads(*args, r1_scale=r1_scale)
+    def _discriminator_step(self, real_images, noise, augment, r1_scale, given_r1):
+        if given_r1 is None:
+            grads_fn = lambda *args: self._discriminator_grads(*args, r1_scale=r1_scale)
+            return self._accumulated_update(grads_fn, self.discriminator, self.d_optimizer,
+                                            (real_images, noise), augment)
+        gps, r1_grads = given_r1
+        grads_fn = lambda real, noise, gp, *args: self._discriminator_grads(
+            real, noise, *args, given_gp=gp[0])
         return self._accumulated_update(grads_fn, self.discriminator, self.d_optimizer,
-                                        (real_images, noise), augment)
+                                        (real_images, noise, gps), augment, r1_grads)
 
     def _generator_step(self, noise, augment):
         return self._accumulated_update(self._generator_grads, self.generator,
                                         self.g_optimizer, (noise,), augment)
 
-    def _accumulated_update(self, grads_fn, net, optimizer, batches, augment):
-        """Sums the gradients of grad_accum micro-batches, then applies them once to the
-        net's trained variables (all but FreezeD's frozen ones)."""
-        total, metrics = None, []
+    def _accumulated_update(self, grads_fn, net, optimizer, batches, augment, total=None):
+        """Sums the gradients of grad_accum micro-batches (to total, if given), then applies
+        them once to the net's trained variables (all but FreezeD's frozen ones)."""
+        metrics = []
         for micro in zip(*(_split(b, self.grad_accum) for b in batches)):
             grads, micro_metrics = grads_fn(*micro, augment, optimizer)
             grads = [_dense(g) for g in grads]
@@ -485,16 +539,22 @@ class LadaGAN:
         loss = loss / (self.n_replicas * self.grad_accum)
         return optimizer.scale_loss(loss) if self.precision == 'fp16' else loss
 
-    def _discriminator_grads(self, real_batch, noise, augment, optimizer, r1_scale=1):
+    def _discriminator_grads(self, real_batch, noise, augment, optimizer, r1_scale=1,
+                             given_gp=None):
         """r1_scale multiplies gp_weight; 0 skips R1's double backprop altogether.
-        Labels (conditional) stay with their images through augmentation and bCR."""
+        given_gp: lazy R1's term, computed (with its gradients) by _r1_part, whose real input
+        real_batch is. Labels (conditional) stay with their images through augmentation
+        and bCR."""
         c = self.config
         real_images, real_labels = _images_and_labels(real_batch)
         fake_labels = _images_and_labels(noise)[1]
         fake_images, _ = self.generator(noise, training=True)
-        r1 = lambda images: self._r1(images, real_labels, r1_scale)
         d = lambda images, labels: self.discriminator(_with_labels(images, labels),
                                                       training=True)
+        if given_gp is None:
+            r1 = lambda images: self._r1(images, real_labels, r1_scale)
+        else:
+            r1 = lambda images: (d(images, real_labels), given_gp)
         with tf.GradientTape() as tape:
             if c['bcr']:
                 # Adversarial loss and R1 on clean images; augmentation only for bCR pairs.
@@ -510,7 +570,8 @@ class LadaGAN:
                                        + consistency_loss(fake_logits, fake_aug_logits))
             else:
                 fake_aug = self._augment(fake_images, augment)
-                real_aug = self._augment(real_images, augment)
+                real_aug = (real_images if given_gp is not None
+                            else self._augment(real_images, augment))
                 fake_logits = d(fake_aug, fake_labels)
                 real_logits, gp = r1(real_aug)
                 cr = tf.constant(0.0)

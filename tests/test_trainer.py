@@ -249,9 +249,10 @@ def test_r1_falls_on_every_fourth_d_update_with_four_times_its_weight(lazy_gan, 
         else:
             assert metrics['gp'] == 0.0, step
         assert metrics['d_total'] == pytest.approx(metrics['d_loss'] + metrics['gp'], abs=1e-6)
-    # The R1 and the plain step: each traced (and XLA-compiled) once.
-    for r1_scale in (4, 0):
-        assert lazy_gan._step_functions[(False, r1_scale)].experimental_get_tracing_count() == 1
+    # The R1 part, the real images' augmentation and the plain step: each traced (and
+    # XLA-compiled) once.
+    for part in ('r1', 'real', 'given_r1'):
+        assert lazy_gan._step_functions[(part, False)].experimental_get_tracing_count() == 1
 
 
 def test_four_steps_in_one_call_equal_four_single_steps(lazy_gan, fixture_dir):
@@ -336,8 +337,9 @@ for call in range(4 // {steps}):
 @pytest.mark.parametrize('steps', [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_lazy_r1_compiles_every_step_function_at_the_first_call(fixture_dir, steps):
     """Lazy R1 (one step per call, or two): XLA's compile log, a line per executable it
-    compiles, has lines only before the first call returns, at least the R1 step's and
-    the plain step's; none in the later calls, whose steps take both branches."""
+    compiles, has lines only before the first call returns, at least the R1 part's, the
+    real images' augmentation's and the plain step's; none in the later calls, whose steps
+    take both branches."""
     script = NO_LATER_COMPILE.format(root=os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), fixture=fixture_dir, steps=steps)
     env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '0', 'TF_CPP_VMODULE': 'device_compiler=1'}
@@ -347,4 +349,4 @@ def test_lazy_r1_compiles_every_step_function_at_the_first_call(fixture_dir, ste
     lines = [line for line in result.stderr.splitlines()
              if line.startswith('CALL') or 'Compilation of XLA executable' in line]
     first_return = lines.index('CALL 0')
-    assert first_return >= 2 and len(lines) == first_return + 4 // steps, lines
+    assert first_return >= 3 and len(lines) == first_return + 4 // steps, lines
