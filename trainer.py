@@ -12,7 +12,6 @@ each update is (z, fake labels), the labels drawn with the dataset's class frequ
 The step follows the authors' order exactly (SPEC §5). train.py runs the loop around it.
 """
 import contextlib
-import threading
 
 import keras
 import tensorflow as tf
@@ -382,25 +381,10 @@ class LadaGAN:
     def _compile_lazy_parts(self, augment, args):
         """XLA compiles a function when it first runs: the R1 part and the augmentation run
         once here, in a graph as the step calls them (XLA's cache keeps eager calls apart),
-        their results dropped (they change no variable); meanwhile (in another thread: the
-        compilation leaves Python free) the plain step is traced, and the first step
-        compiles it, so that no later step compiles anything."""
-        r1, real, step = self._lazy_parts(augment)
-        images, noise_d, noise_g = args
-        errors = []
-
-        def run_r1_and_real():
-            try:
-                tf.function(lambda x: [r1(x), real(x)])(images)
-            except Exception as e:  # noqa: BLE001 (raised below, in the caller's thread)
-                errors.append(e)
-        thread = threading.Thread(target=run_r1_and_real)
-        thread.start()
-        step.get_concrete_function(images, noise_d, noise_g, tf.zeros([self.grad_accum]),
-                                   [tf.zeros_like(v) for v in self.d_variables])
-        thread.join()
-        if errors:
-            raise errors[0]
+        their results dropped (they change no variable); the first step compiles the plain
+        step, so no later step compiles anything."""
+        r1, real, _ = self._lazy_parts(augment)
+        tf.function(lambda x: [r1(x), real(x)])(args[0])
 
     def _lazy_step(self, images, noise_d, noise_g, augment):
         """Lazy R1 (StyleGAN2): R1 with weight x k on the D updates whose count is a
@@ -410,14 +394,13 @@ class LadaGAN:
         r1, real, step = self._lazy_parts(augment)
         due = tf.equal(_inner(self.d_optimizer).iterations % self.config['r1_interval'], 0)
 
-        def with_r1():
-            real_input, gp, grads = r1(images)
-            return step(real_input, noise_d, noise_g, gp, grads)
-
         def without_r1():
-            zeros = [tf.zeros_like(v) for v in self.d_variables]
-            return step(real(images), noise_d, noise_g, tf.zeros([self.grad_accum]), zeros)
-        return tf.cond(due, with_r1, without_r1)
+            return (real(images), tf.zeros([self.grad_accum]),
+                    [tf.zeros_like(v) for v in self.d_variables])
+        # The plain step after the tf.cond, not in both branches: one call of its large
+        # function in the graph is prepared once before the first run.
+        real_input, gp, grads = tf.cond(due, lambda: r1(images), without_r1)
+        return step(real_input, noise_d, noise_g, gp, grads)
 
     def _real_input(self, real_batch, augment):
         """The real images as the D step's D sees them: augmented, or clean with bCR."""
