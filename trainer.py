@@ -327,9 +327,9 @@ class LadaGAN:
         XLA step, as the authors'. Else a TF graph around XLA-compiled parts, looping over
         the K batches as Keras' steps_per_execution does. Lazy R1 (one device): the graph
         picks by the D update count between the R1 part and the real images' augmentation,
-        each followed by the plain step (a tf.cond inside one XLA function would run its R1
-        branch ~20x slower on a CPU, as XLA's nested computations lose its optimisations;
-        two whole XLA steps, with and without R1, would take twice the compile time)."""
+        then the plain step (a tf.cond inside one XLA function ran its R1 branch ~20x slower
+        on a CPU, as XLA's nested computations lose its optimisations; two whole XLA steps,
+        with and without R1, compile the G and D passes and the updates twice)."""
         key = (augment, steps)
         if key not in self._compiled_steps:
             k = self.config['r1_interval']
