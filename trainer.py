@@ -382,7 +382,9 @@ class LadaGAN:
         """XLA compiles a function when it first runs: the R1 part and the augmentation run
         once here, in a graph as the step calls them (XLA's cache keeps eager calls apart),
         their results dropped (they change no variable); the first step compiles the plain
-        step, so no later step compiles anything."""
+        step, so no later step compiles anything. Without XLA there is nothing to compile."""
+        if not self.jit_compile:
+            return
         r1, real, _ = self._lazy_parts(augment)
         tf.function(lambda x: [r1(x), real(x)])(args[0])
 
